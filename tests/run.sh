@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command of README.md: installs what the tests need, then runs them (CPU, offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -r requirements-dev.txt
+if ! command -v chromium >/dev/null 2>&1; then
+  (apt-get update -q && apt-get install -y -q chromium) >/dev/null
+fi
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
+python -m pytest -q "$@"

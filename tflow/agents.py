@@ -1,0 +1,371 @@
+"""The shared frozen backbone and the role-prompted agents that run on it.
+
+One causal LM and its tokenizer are loaded once (`load_backbone`) and shared by every
+agent; agents differ only by their system prompt. This module builds chat prompts
+(recording where the question's tokens sit, from the fast tokenizer's offset mapping),
+runs all senders as one batched prefill that returns every hidden state restricted
+to the question span, and generates with full token / stop-reason / KV-cache accounting.
+"""
+from __future__ import annotations
+
+import os
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A role on the shared backbone: a name and the system prompt that defines it."""
+
+    role: str
+    system_prompt: str
+
+
+# The paper's three roles; the embedded backbone is pretrained with exactly these prompts.
+STRATEGIST = Agent("Strategist", "You are the Strategist. Say how to approach the problem.")
+KNOWLEDGE_EXTRACTOR = Agent("Knowledge Extractor", "You are the Knowledge Extractor. State the facts the problem needs.")
+EXECUTOR = Agent("Executor", "You are the Executor. Solve the problem and give the final answer.")
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who sends and who answers."""
+
+    senders: tuple[Agent, ...] = (STRATEGIST, KNOWLEDGE_EXTRACTOR)
+    receiver: Agent = EXECUTOR
+
+    def __post_init__(self) -> None:
+        if not self.senders:
+            raise ValueError("at least one sender role is needed")
+        names = [a.role for a in self.senders] + [self.receiver.role]
+        if len(set(names)) != len(names):
+            raise ValueError(f"role names must be distinct, got {names}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks cuda > mps > cpu; an explicit device that is not there is an error."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but MPS is not available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Default: bf16 on CUDA, fp16 on MPS, fp32 on CPU."""
+    if dtype is None or dtype == "auto":
+        return {"cuda": torch.bfloat16, "mps": torch.float16}.get(device.type, torch.float32)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+@dataclass
+class Backbone:
+    """The frozen causal LM and its tokenizer, shared by every agent."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    chat_template_kwargs: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"{self.name}: a fast tokenizer is needed (offset mappings locate the question)")
+        if self.tokenizer.chat_template is None:
+            raise ValueError(f"{self.name}: the tokenizer has no chat template")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.eval().requires_grad_(False)
+        # Qwen3's template takes enable_thinking; other templates ignore unknown variables.
+        self.chat_template_kwargs = {"enable_thinking": False, **(self.chat_template_kwargs or {})}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    def kv_cache_bytes(self, tokens: int) -> int:
+        """Bytes a full KV cache takes for `tokens` positions (keys + values, every layer)."""
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return 2 * cfg.num_hidden_layers * heads * head_dim * tokens * self.dtype.itemsize
+
+
+def load_backbone(
+    name_or_path: str,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> Backbone:
+    """Load any Hugging Face causal LM + tokenizer by hub name or local directory."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError("model name or path is empty")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as e:
+        offline = " (HF_HUB_OFFLINE=1: only models already on disk or in the HF cache load)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"could not load model {name_or_path!r}{offline}: {first}") from e
+    return Backbone(model=model.to(dev), tokenizer=tokenizer, name=name_or_path)
+
+
+_ALLOWED_CONTROL = {"\n", "\t"}
+
+
+def clean_text(text: str, what: str = "question") -> str:
+    """Normalise user text: drop control characters and lone surrogates; reject empty text."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be text, got {type(text).__name__}")
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates become '?'
+    text = "".join(c for c in text if c in _ALLOWED_CONTROL or unicodedata.category(c) != "Cc")
+    text = text.strip()
+    if not text:
+        raise ValueError(f"the {what} is empty")
+    return text
+
+
+@dataclass
+class Prompt:
+    """A chat-formatted prompt: token ids and the [start, end) token span of the question."""
+
+    input_ids: list[int]
+    question_span: tuple[int, int]
+
+
+def user_content(question: str, context: str | None = None, messages: dict[str, str] | None = None) -> tuple[str, int]:
+    """The user turn: private context (before the question, so the question's states carry it
+    under causal attention), the question, then any senders' messages. Returns (text, question offset)."""
+    prefix = f"{context}\n" if context else ""
+    suffix = "".join(f"\n{role}: {msg}" for role, msg in (messages or {}).items())
+    return prefix + question + suffix, len(prefix)
+
+
+def build_prompt(
+    backbone: Backbone,
+    agent: Agent,
+    question: str,
+    context: str | None = None,
+    messages: dict[str, str] | None = None,
+) -> Prompt:
+    """Render `agent`'s chat prompt for `question` and locate the question's tokens."""
+    tok = backbone.tokenizer
+    content, q_offset = user_content(question, context, messages)
+    chat = [{"role": "system", "content": agent.system_prompt}, {"role": "user", "content": content}]
+    text = tok.apply_chat_template(
+        chat, tokenize=False, add_generation_prompt=True, **backbone.chat_template_kwargs
+    )
+    where = text.rfind(content)
+    if where < 0:
+        raise ValueError("the chat template rewrote the user message; cannot locate the question")
+    q_start = where + q_offset
+    q_end = q_start + len(question)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < q_end and e > q_start]
+    return Prompt(list(enc["input_ids"]), (inside[0], inside[-1] + 1))
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
+    """One batched prefill of all sender prompts (no LM head, no generation).
+
+    Returns, per prompt, the embedding output and every decoder layer's output on the
+    question span: a (num_layers + 1, span_len, hidden) tensor.
+    """
+    ids, mask = _pad([p.input_ids for p in prompts], backbone.tokenizer.pad_token_id, left=False, device=backbone.device)
+    decoder = getattr(backbone.model, backbone.model.base_model_prefix)
+    out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    spans = [p.question_span for p in prompts]
+    return [torch.stack([h[i, s:e] for h in out.hidden_states]) for i, (s, e) in enumerate(spans)]
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; greedy by default so results are reproducible."""
+
+    max_new_tokens: int = 64
+    sender_max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    timeout_s: float | None = None
+
+    MAX_NEW_TOKENS_CAP = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "sender_max_new_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= self.MAX_NEW_TOKENS_CAP:
+                raise ValueError(f"{name} must be an integer from 1 to {self.MAX_NEW_TOKENS_CAP}, got {v!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0.0 < self.temperature <= 5.0:
+            raise ValueError(f"temperature must be in (0, 5], got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s!r}")
+
+
+@dataclass
+class Generated:
+    """One sequence's generation and what it cost."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    generated_tokens: int
+    stop_reason: str  # "eos" | "length" | "stopped" | "timeout"
+    kv_cache_bytes: int
+
+
+class _CallbackStreamer(BaseStreamer):
+    """Calls `on_token(step, new_ids)` for each decoding step (the first put is the prompt)."""
+
+    def __init__(self, on_token: Callable[[int, torch.Tensor], None]):
+        self.on_token, self.step = on_token, -1
+
+    def put(self, value: torch.Tensor) -> None:
+        self.step += 1
+        if self.step > 0:
+            self.on_token(self.step, value.reshape(-1))
+
+    def end(self) -> None:
+        pass
+
+
+class _StopWhen(StoppingCriteria):
+    """Stops decoding cleanly when the caller asks or the deadline passes."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None, deadline: float | None):
+        self.should_stop, self.deadline, self.reason = should_stop, deadline, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.should_stop is not None and self.should_stop():
+            self.reason = "stopped"
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "timeout"
+        return torch.full((input_ids.shape[0],), self.reason is not None, dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate(
+    backbone: Backbone,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    settings: GenerationSettings,
+    on_token: Callable[[int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Generated]:
+    """Batched (left-padded) generation with per-sequence accounting."""
+    tok = backbone.tokenizer
+    ids, mask = _pad(prompts, tok.pad_token_id, left=True, device=backbone.device)
+    eos = backbone.eos_token_ids
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature if settings.do_sample else None,
+        top_p=settings.top_p if settings.do_sample else None,
+        top_k=None,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=eos,
+    )
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+    deadline = time.monotonic() + settings.timeout_s if settings.timeout_s else None
+    stop = _StopWhen(should_stop, deadline)
+    out = backbone.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        generation_config=config,
+        streamer=_CallbackStreamer(on_token) if on_token else None,
+        stopping_criteria=StoppingCriteriaList([stop]),
+    )
+    results = []
+    for row, prompt in zip(out[:, ids.shape[1]:].tolist(), prompts):
+        ended = next((i for i, t in enumerate(row) if t in eos), None)
+        kept = row if ended is None else row[: ended + 1]
+        reason = "eos" if ended is not None else (stop.reason or "length")
+        results.append(Generated(
+            text=tok.decode(kept, skip_special_tokens=True).strip(),
+            token_ids=kept,
+            prompt_tokens=len(prompt),
+            generated_tokens=len(kept),
+            stop_reason=reason,
+            kv_cache_bytes=backbone.kv_cache_bytes(len(prompt) + len(kept)),
+        ))
+    return results

@@ -1,0 +1,253 @@
+"""The parameter generator: sender hidden states -> LoRA factors for the receiver.
+
+Pipeline of one sender's condition (TFLOW.md, section "Pipeline per query"):
+  (L+1, T, hidden) states --LayerAggregator--> (T, hidden) --input proj--> (T, d_model)
+  parameter-token grid (layers x slots, learned layer + slot embeddings)
+  --n_blocks x [layer-axis self-attn, within-layer self-attn, cross-attn to condition, MLP]-->
+  output heads (one for A chunks, one zero-initialised for B chunks) --detokenize--> A, B.
+
+A slot is one chunk of `chunk_size` values of one lora_A row or one lora_B column of
+one targeted module; the slot grid is the same for every layer. The B head starts at
+exactly zero, so an untrained generator yields an exactly-zero perturbation.
+Checkpoints are safetensors + a JSON config that records the backbone they were
+trained for; loading onto another backbone raises `GeneratorMismatchError`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .lora import Perturbation, TargetSpec
+
+CONFIG_NAME = "generator_config.json"
+WEIGHTS_NAME = "generator.safetensors"
+
+
+class GeneratorMismatchError(ValueError):
+    """A generator checkpoint does not fit the backbone it is loaded onto."""
+
+
+@dataclass
+class GeneratorConfig:
+    """Hyper-parameters of the generator (TFLOW.md lists the paper's values)."""
+
+    rank: int = 4
+    alpha: float = 8.0
+    d_model: int = 128
+    n_heads: int = 4
+    n_blocks: int = 2
+    mlp_ratio: int = 4
+    chunk_size: int = 128  # values of a factor row produced by one parameter token
+    output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
+    fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            want = {"int": int, "float": (int, float), "str": str}[f.type]
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise ValueError(f"generator config: {f.name} must be {f.type}, got {v!r}")
+        if min(self.rank, self.d_model, self.n_heads, self.n_blocks, self.mlp_ratio, self.chunk_size) < 1:
+            raise ValueError("generator config: sizes must be positive")
+        if self.d_model % self.n_heads:
+            raise ValueError("generator config: d_model must be divisible by n_heads")
+        if self.fusion not in ("mean", "gate"):
+            raise ValueError(f"generator config: fusion must be 'mean' or 'gate', got {self.fusion!r}")
+
+
+class LayerAggregator(nn.Module):
+    """Learnable softmax (with temperature) over the L+1 hidden-state layers."""
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_states))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits / self.log_temperature.exp(), dim=0)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., L+1, T, H) -> (..., T, H); each layer is RMS-normalised first so that the
+        weights compare layers, not their very different scales."""
+        states = F.rms_norm(states.float(), (states.shape[-1],))
+        return torch.einsum("l,...lth->...th", self.weights(), states)
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = x if ctx is None else ctx
+        n, t, d = x.shape
+        q = self.q(x).view(n, t, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(ctx).view(n, ctx.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o(y.transpose(1, 2).reshape(n, t, d))
+
+
+class Block(nn.Module):
+    """Layer-axis self-attention, within-layer self-attention, cross-attention, MLP."""
+
+    def __init__(self, d: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.RMSNorm(d) for _ in range(5))
+        self.layer_attn, self.slot_attn, self.cross_attn = Attention(d, heads), Attention(d, heads), Attention(d, heads)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, layers, slots, d = x.shape
+        h = self.norms[0](x).transpose(1, 2).reshape(n * slots, layers, d)
+        x = x + self.layer_attn(h).view(n, slots, layers, d).transpose(1, 2)
+        h = self.norms[1](x).reshape(n * layers, slots, d)
+        x = x + self.slot_attn(h).view(n, layers, slots, d)
+        h = self.norms[2](x).reshape(n, layers * slots, d)
+        x = x + self.cross_attn(h, self.norms[3](cond), mask[:, None, None, :]).view(n, layers, slots, d)
+        return x + self.mlp(self.norms[4](x))
+
+
+@dataclass(frozen=True)
+class _SlotLayout:
+    """Where each module's A rows and B columns sit in the per-layer slot grid."""
+
+    chunk: int
+    rank: int
+    offsets: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # name -> (a0, a_chunks, b0, b_chunks)
+
+    @classmethod
+    def build(cls, spec: TargetSpec, rank: int, chunk: int) -> _SlotLayout:
+        offsets, pos = {}, 0
+        for name, (fan_out, fan_in) in spec.modules.items():
+            a_chunks, b_chunks = math.ceil(fan_in / chunk), math.ceil(fan_out / chunk)
+            offsets[name] = (pos, a_chunks, pos + rank * a_chunks, b_chunks)
+            pos += rank * (a_chunks + b_chunks)
+        return cls(chunk, rank, offsets)
+
+    @property
+    def num_slots(self) -> int:
+        a0, ac, b0, bc = list(self.offsets.values())[-1]
+        return b0 + self.rank * bc
+
+
+class ParameterGenerator(nn.Module):
+    """Layer aggregator + hypernetwork transformer + optional fusion gate."""
+
+    def __init__(self, config: GeneratorConfig, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None):
+        super().__init__()
+        self.config, self.spec, self.backbone_name = config, spec, backbone_name
+        self.meta = dict(meta or {})  # training provenance: task, steps, seed, accuracy, ...
+        d = config.d_model
+        self.layout = _SlotLayout.build(spec, config.rank, config.chunk_size)
+        self.aggregator = LayerAggregator(spec.num_layers + 1)
+        self.in_proj = nn.Sequential(nn.Linear(spec.hidden_size, d), nn.RMSNorm(d))
+        self.layer_embed = nn.Parameter(torch.randn(spec.num_layers, d) * 0.02)
+        self.slot_embed = nn.Parameter(torch.randn(self.layout.num_slots, d) * 0.02)
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_blocks))
+        self.out_norm = nn.RMSNorm(d)
+        self.head_a = nn.Linear(d, config.chunk_size)
+        self.head_b = nn.Linear(d, config.chunk_size)
+        nn.init.zeros_(self.head_b.weight)
+        nn.init.zeros_(self.head_b.bias)
+        self.gate = nn.Linear(d, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.head_b.weight.abs().sum() > 0 or self.head_b.bias.abs().sum() > 0)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor, senders: tuple[str, ...]) -> Perturbation:
+        """states: (batch, S, L+1, T, hidden) padded along T; mask: (batch, S, T) bool."""
+        bsz, s = states.shape[:2]
+        param = next(self.parameters())
+        cond = self.in_proj(self.aggregator(states.to(param.device)).to(param.dtype))  # (b, S, T, d)
+        cond, mask = cond.flatten(0, 1), mask.flatten(0, 1).to(param.device)
+        x = (self.layer_embed[:, None, :] + self.slot_embed[None, :, :]).expand(bsz * s, -1, -1, -1)
+        for block in self.blocks:
+            x = block(x, cond, mask)
+        x = self.out_norm(x)
+        pooled = (cond * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        if self.config.fusion == "gate":
+            weights = torch.softmax(self.gate(pooled).view(bsz, s).float(), dim=1)
+        else:
+            weights = torch.full((bsz, s), 1.0 / s, device=param.device)
+        A, B = self._detokenize(x, bsz, s)
+        return Perturbation(
+            spec=self.spec, A=A, B=B, weights=weights, scaling=self.config.alpha / self.config.rank,
+            senders=tuple(senders), layer_weights=self.aggregator.weights(),
+        )
+
+    def _detokenize(self, x: torch.Tensor, bsz: int, s: int) -> tuple[dict, dict]:
+        r, c, scale = self.config.rank, self.config.chunk_size, self.config.output_scale
+        layers = self.spec.num_layers
+        A, B = {}, {}
+        for name, (fan_out, fan_in) in self.spec.modules.items():
+            a0, ac, b0, bc = self.layout.offsets[name]
+            a = self.head_a(x[:, :, a0 : a0 + r * ac]).view(bsz, s, layers, r, ac * c)[..., :fan_in]
+            b = self.head_b(x[:, :, b0 : b0 + r * bc]).view(bsz, s, layers, r, bc * c)[..., :fan_out]
+            # 1/sqrt(fan_in) keeps A x at unit scale (unscaled A made training diverge).
+            A[name] = a * (scale / math.sqrt(fan_in))
+            B[name] = b.transpose(-1, -2) * scale
+        return A, B
+
+    # ----- checkpoints: safetensors + JSON, validated before any tensor is built -----
+
+    def backbone_card(self) -> dict:
+        return {
+            "name": self.backbone_name,
+            "hidden_size": self.spec.hidden_size,
+            "num_layers": self.spec.num_layers,
+            "layers_path": self.spec.layers_path,
+            "targets": {k: list(v) for k, v in self.spec.modules.items()},
+        }
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        card = {"generator": asdict(self.config), "backbone": self.backbone_card(), "meta": self.meta}
+        (directory / CONFIG_NAME).write_text(json.dumps(card, indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, spec: TargetSpec, backbone_name: str = "") -> ParameterGenerator:
+        """Load a generator for the backbone described by `spec`; mismatches are clear errors."""
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise ValueError(f"{directory} is not a generator checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            card = json.loads(cfg_path.read_text())
+            config = GeneratorConfig(**card["generator"])
+            bb = card["backbone"]
+            want = {k: tuple(v) for k, v in bb["targets"].items()}
+            hidden, layers, trained_on = int(bb["hidden_size"]), int(bb["num_layers"]), str(bb.get("name", ""))
+            meta = dict(card.get("meta", {}))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{cfg_path}: invalid generator config ({e})") from e
+        if (hidden, layers, want) != (spec.hidden_size, spec.num_layers, dict(spec.modules)):
+            raise GeneratorMismatchError(
+                f"generator in {directory} was trained for backbone {trained_on!r} "
+                f"(hidden {hidden}, {layers} layers, targets {sorted(want)}), but the loaded backbone "
+                f"{backbone_name!r} has hidden {spec.hidden_size}, {spec.num_layers} layers, "
+                f"targets {sorted(spec.modules)}"
+                + ("" if want.keys() != spec.modules.keys() else " with other shapes")
+            )
+        gen = cls(config, spec, backbone_name or trained_on, meta)
+        try:
+            state = load_file(str(w_path))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{w_path}: unreadable safetensors file ({e})") from e
+        try:
+            gen.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{w_path}: tensors do not match the config ({str(e).splitlines()[0]})") from e
+        return gen

@@ -1,0 +1,229 @@
+"""Transient, fused, per-sample LoRA perturbations of a shared frozen model.
+
+A `Perturbation` holds, for every targeted linear of every decoder layer, each sender's
+factors A_i (r x in) and B_i (out x r) per sample, plus fusion weights w_i. While
+`apply(model, perturbation)` is active, every targeted linear computes
+
+    y = W x + sum_i w_i * (alpha / r) * B_i (A_i x)
+
+The senders' factors are stacked along the rank axis (A_cat = [A_1; A_2], B_cat =
+[w_1 s B_1, w_2 s B_2]) so that B_cat A_cat = sum_i w_i s B_i A_i exactly: A's and B's
+are never summed separately (that would add cross terms).
+
+Isolation design (why not a global forward patch like the released code): the
+targeted `nn.Linear`s get an instance-level `forward` that reads the *active
+perturbation from a `contextvars.ContextVar`*. Each thread (and each asyncio task)
+has its own context, so two requests running at once in one process each see only
+their own perturbation, and a request with none active computes the plain `W x`.
+The patch is reference-counted under a lock: it is installed by the first active
+request and removed by the last one, so once no request runs no trace is left
+(the original `forward` attribute is restored). Weights are never written: the
+base model is bit-identical afterwards by construction, also when generation raises.
+
+Fast path: for a single sample without autograd the fused delta is merged into a
+per-request copy of each targeted weight (`W + B_cat A_cat`), so decoding costs one
+plain matmul per linear; batches use the low-rank path with per-sample factors.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Which linears of which backbone a perturbation targets (inferred from the model)."""
+
+    layers_path: str  # dotted path of the decoder-layer ModuleList, e.g. "model.layers"
+    num_layers: int
+    hidden_size: int
+    modules: dict[str, tuple[int, int]]  # name inside a layer -> (out_features, in_features)
+
+    def module_name(self, layer: int, name: str) -> str:
+        return f"{self.layers_path}.{layer}.{name}"
+
+
+def _decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    n = model.config.num_hidden_layers
+    for path, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return path, mod
+    raise ValueError(f"could not find the {n} decoder layers of {type(model).__name__}")
+
+
+def infer_targets(model: nn.Module) -> TargetSpec:
+    """Every 2-D nn.Linear inside each decoder layer (q/k/v/o/gate/up/down for Qwen3, Llama)."""
+    path, layers = _decoder_layers(model)
+    shapes = [
+        {name: tuple(m.weight.shape) for name, m in layer.named_modules() if isinstance(m, nn.Linear) and m.weight.dim() == 2}
+        for layer in layers
+    ]
+    if not shapes[0]:
+        raise ValueError(f"{type(model).__name__}: no nn.Linear inside the decoder layers")
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError("decoder layers have different linear modules; TFlow needs a uniform layer stack")
+    return TargetSpec(path, len(layers), model.config.hidden_size, shapes[0])
+
+
+@dataclass
+class Perturbation:
+    """Per-sample, per-sender LoRA factors for every targeted linear.
+
+    A[name]: (batch, senders, layers, r, in); B[name]: (batch, senders, layers, out, r);
+    weights: (batch, senders) fusion weights; scaling = alpha / r.
+    """
+
+    spec: TargetSpec
+    A: dict[str, torch.Tensor]
+    B: dict[str, torch.Tensor]
+    weights: torch.Tensor
+    scaling: float
+    senders: tuple[str, ...]
+    layer_weights: torch.Tensor | None = None  # the aggregator's softmax over L+1 layers
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return next(iter(self.A.values())).shape[-2]
+
+    def sample(self, i: int) -> Perturbation:
+        """The perturbation of sample i alone (batch of one)."""
+        return replace(
+            self,
+            A={k: v[i : i + 1] for k, v in self.A.items()},
+            B={k: v[i : i + 1] for k, v in self.B.items()},
+            weights=self.weights[i : i + 1],
+        )
+
+    def detach(self) -> Perturbation:
+        return replace(
+            self,
+            A={k: v.detach() for k, v in self.A.items()},
+            B={k: v.detach() for k, v in self.B.items()},
+            weights=self.weights.detach(),
+            layer_weights=None if self.layer_weights is None else self.layer_weights.detach(),
+        )
+
+    def stacked(self, layer: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A_cat (batch, S*r, in), B_cat (batch, out, S*r)) with w_i * alpha/r folded into B."""
+        a = self.A[name][:, :, layer]  # (b, S, r, in)
+        b = self.B[name][:, :, layer] * (self.weights[:, :, None, None] * self.scaling).to(self.B[name].dtype)
+        bsz, s, r, fan_in = a.shape
+        return a.reshape(bsz, s * r, fan_in), b.permute(0, 2, 1, 3).reshape(bsz, b.shape[2], s * r)
+
+    def delta(self, layer: int, name: str, sample: int = 0, sender: int | None = None) -> torch.Tensor:
+        """Dense dW (out x in): fused over senders, or one sender's weighted share."""
+        a = self.A[name][sample, :, layer].float()
+        b = self.B[name][sample, :, layer].float()
+        w = self.weights[sample].float() * self.scaling
+        if sender is not None:
+            return w[sender] * b[sender] @ a[sender]
+        return torch.einsum("s,sor,sri->oi", w, b, a)
+
+
+class _Active:
+    """What one request applies: per targeted module, merged weight or stacked factors."""
+
+    def __init__(self, model: nn.Module, p: Perturbation, merge: bool):
+        self.ops: dict[nn.Module, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
+        modules = dict(model.named_modules())
+        for layer in range(p.spec.num_layers):
+            for name in p.spec.modules:
+                mod = modules[p.spec.module_name(layer, name)]
+                a, b = p.stacked(layer, name)
+                a, b = a.to(mod.weight.dtype), b.to(mod.weight.dtype)
+                if merge:
+                    self.ops[mod] = ("merged", mod.weight + b[0] @ a[0], None)
+                else:
+                    self.ops[mod] = ("lowrank", a, b)
+
+
+_ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("tflow_active_perturbation", default=None)
+_LOCK = threading.Lock()
+_MISSING = object()
+# id(model) -> [active request count, {module: original instance-level forward or _MISSING}]
+_INSTALLED: dict[int, list] = {}
+
+
+def _patched_forward(module: nn.Linear, original):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        active = _ACTIVE.get()
+        op = active.ops.get(module) if active is not None else None
+        if op is None:
+            return original(x)
+        kind, first, second = op
+        if kind == "merged":
+            return F.linear(x, first, module.bias)
+        # (b, t, in) @ (b, in, R) @ (b, R, out); a batch of 1 broadcasts over x's batch.
+        return original(x) + (x @ first.transpose(-1, -2)) @ second.transpose(-1, -2)
+
+    return forward
+
+
+def _install(model: nn.Module, spec: TargetSpec) -> None:
+    with _LOCK:
+        entry = _INSTALLED.get(id(model))
+        if entry is not None:
+            entry[0] += 1
+            return
+        modules = dict(model.named_modules())
+        saved = {}
+        for layer in range(spec.num_layers):
+            for name in spec.modules:
+                mod = modules[spec.module_name(layer, name)]
+                saved[mod] = mod.__dict__.get("forward", _MISSING)
+                mod.forward = _patched_forward(mod, mod.forward)
+        _INSTALLED[id(model)] = [1, saved]
+
+
+def _uninstall(model: nn.Module) -> None:
+    with _LOCK:
+        entry = _INSTALLED[id(model)]
+        entry[0] -= 1
+        if entry[0] > 0:
+            return
+        for mod, original in entry[1].items():
+            if original is _MISSING:
+                del mod.forward
+            else:
+                mod.forward = original
+        del _INSTALLED[id(model)]
+
+
+def is_patched(model: nn.Module) -> bool:
+    """True while any request has a perturbation applied to `model`."""
+    with _LOCK:
+        return id(model) in _INSTALLED
+
+
+@contextlib.contextmanager
+def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto") -> Iterator[None]:
+    """Apply `perturbation` to `model` for the current thread / task only, for the `with` body.
+
+    merge="auto" merges dW into per-request weight copies for a batch of one when no
+    gradient is needed (fastest decoding); otherwise the low-rank per-sample path is used.
+    """
+    if merge == "auto":
+        merge = perturbation.batch_size == 1 and not torch.is_grad_enabled()
+    if _ACTIVE.get() is not None:
+        raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
+    with torch.no_grad() if merge else contextlib.nullcontext():
+        active = _Active(model, perturbation, bool(merge))
+    _install(model, perturbation.spec)
+    token = _ACTIVE.set(active)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+        _uninstall(model)

@@ -1,0 +1,327 @@
+"""The communication modes behind one object, `Pipeline`, with full cost accounting.
+
+- single:  the receiver alone answers the plain question.
+- textmas: each sender *generates* a message; the receiver reads question + messages.
+- tflow:   senders prefill only -> generator -> fused transient LoRA -> the receiver
+           generates from the plain question (sender knowledge arrives only as weights).
+- static:  the receiver with a fixed, query-independent LoRA (an ablation), applied
+           through the same transient mechanism.
+
+Usage counts every token every agent processes (prompt + generated); timings split
+into stages; all of it per query, amortised over the batch for `run_batch`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import lora
+from .agents import (
+    Backbone,
+    GenerationSettings,
+    Generated,
+    Prompt,
+    Roles,
+    build_prompt,
+    clean_text,
+    generate,
+    load_backbone,
+    sender_states,
+)
+from .generator import GeneratorConfig, ParameterGenerator
+from .peft_io import load_peft_adapter
+
+MODES = ("single", "textmas", "tflow", "static")
+
+
+@dataclass
+class AgentUsage:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    kv_cache_bytes: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.generated_tokens
+
+
+@dataclass
+class Usage:
+    """Tokens processed per agent (role name -> usage)."""
+
+    by_agent: dict[str, AgentUsage] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(u.prompt_tokens for u in self.by_agent.values())
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(u.generated_tokens for u in self.by_agent.values())
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.generated_tokens
+
+
+@dataclass
+class SenderStates:
+    """A sender's hidden states over the question tokens, for visualisation."""
+
+    role: str
+    tokens: list[str]
+    hidden: torch.Tensor  # (L+1, T, hidden)
+
+
+@dataclass
+class RunResult:
+    mode: str
+    question: str
+    answer: str
+    usage: Usage
+    timings: dict[str, float]  # seconds: sender_pass, generator, receiver, total (per query)
+    kv_cache_bytes: int  # the receiver's KV cache at the end of generation
+    stop_reason: str
+    receiver_prompt_tokens: int
+    messages: dict[str, str] = field(default_factory=dict)  # textmas: role -> message
+    perturbation: lora.Perturbation | None = None  # tflow / static
+    sender_states: list[SenderStates] | None = None  # tflow
+    batch_size: int = 1
+
+
+def _contexts(sender_context: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    """One context for all senders, or one per sender (None / '' = no context)."""
+    if sender_context is None or isinstance(sender_context, str):
+        ctx = [sender_context] * n
+    else:
+        ctx = list(sender_context)
+        if len(ctx) != n:
+            raise ValueError(f"got {len(ctx)} sender contexts for {n} senders")
+    return [clean_text(c, "sender context") if c and c.strip() else None for c in ctx]
+
+
+class Pipeline:
+    """Shared backbone + roles + generator (+ optional static adapter)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        generator: ParameterGenerator | None = None,
+        roles: Roles | None = None,
+        static: lora.Perturbation | None = None,
+        cache_size: int = 64,
+    ):
+        self.backbone = backbone
+        self.roles = roles or Roles()
+        self.spec = lora.infer_targets(backbone.model)
+        self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name)
+        self.generator.to(backbone.device).eval().requires_grad_(False)
+        self.static = static
+        self._cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        generator: str | Path | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        roles: Roles | None = None,
+        static_adapter: str | Path | None = None,
+        trust_remote_code: bool = False,
+    ) -> Pipeline:
+        backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        spec = lora.infer_targets(backbone.model)
+        gen = ParameterGenerator.from_pretrained(generator, spec, backbone.name) if generator else None
+        static = load_peft_adapter(static_adapter, spec) if static_adapter else None
+        return cls(backbone, gen, roles, static)
+
+    @property
+    def generator_trained(self) -> bool:
+        return self.generator.is_trained
+
+    # ------------------------------------------------------------------ public API
+
+    def run(self, question: str, mode: str = "tflow", sender_context: str | Sequence[str | None] | None = None, **kwargs) -> RunResult:
+        """Answer one question in one mode; see `run_batch` for the keyword arguments."""
+        contexts = None if sender_context is None else [sender_context]
+        return self.run_batch([question], mode, contexts, **kwargs)[0]
+
+    def run_batch(
+        self,
+        questions: Sequence[str],
+        mode: str = "tflow",
+        sender_contexts: Sequence[str | Sequence[str | None] | None] | None = None,
+        settings: GenerationSettings | None = None,
+        roles: Roles | None = None,
+        on_token: Callable[[list[str]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        **overrides,
+    ) -> list[RunResult]:
+        """Answer a batch of questions (each with its own sender context) in one mode.
+
+        settings / overrides: GenerationSettings fields (max_new_tokens, do_sample, ...).
+        on_token(texts): receiver's answers so far, per sample, after each decoded token.
+        should_stop(): return True to stop decoding cleanly. on_stage(name): progress.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        if mode == "static" and self.static is None:
+            raise ValueError("mode 'static' needs a static adapter (Pipeline.from_pretrained(..., static_adapter=DIR))")
+        if isinstance(questions, str) or not questions:
+            raise ValueError("questions must be a non-empty list of strings")
+        if settings is None or overrides:
+            settings = GenerationSettings(**{**(settings.__dict__ if settings else {}), **overrides})
+        roles = roles or self.roles
+        questions = [clean_text(q) for q in questions]
+        contexts = [_contexts(c, len(roles.senders)) for c in (sender_contexts or [None] * len(questions))]
+        if len(contexts) != len(questions):
+            raise ValueError(f"got {len(contexts)} sender contexts for {len(questions)} questions")
+        job = _Job(self, questions, contexts, settings, roles, on_token, should_stop, on_stage or (lambda s: None))
+        return getattr(job, mode)()
+
+    def condition(self, questions: Sequence[str], contexts: Sequence[Sequence[str | None]], roles: Roles):
+        """Sender pass + generator for a batch, cached per (question, contexts, roles).
+
+        Returns (perturbation, sender states per query, sender prompts per query, seconds of sender pass, of generator)."""
+        key = (tuple(questions), tuple(map(tuple, contexts)), roles)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit[:3] + (0.0, 0.0)
+        t0 = time.perf_counter()
+        prompts = [[build_prompt(self.backbone, a, q, c) for a, c in zip(roles.senders, ctx)] for q, ctx in zip(questions, contexts)]
+        flat = [p for row in prompts for p in row]
+        self._check_fits(flat, 0)
+        states = sender_states(self.backbone, flat)
+        t1 = time.perf_counter()
+        s = len(roles.senders)
+        width = max(h.shape[1] for h in states)
+        padded = states[0].new_zeros((len(flat), states[0].shape[0], width, states[0].shape[2]))
+        mask = torch.zeros((len(flat), width), dtype=torch.bool, device=padded.device)
+        for i, h in enumerate(states):
+            padded[i, :, : h.shape[1]] = h
+            mask[i, : h.shape[1]] = True
+        with torch.inference_mode():
+            pert = self.generator(
+                padded.view(len(questions), s, *padded.shape[1:]),
+                mask.view(len(questions), s, width),
+                tuple(a.role for a in roles.senders),
+            )
+        t2 = time.perf_counter()
+        tok = self.backbone.tokenizer
+        views = [
+            [SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[p.question_span[0]:p.question_span[1]]), states[i * s + j].cpu())
+             for j, (a, p) in enumerate(zip(roles.senders, row))]
+            for i, row in enumerate(prompts)
+        ]
+        out = (pert, views, prompts)
+        with self._cache_lock:
+            self._cache[key] = out
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return out + (t1 - t0, t2 - t1)
+
+    def _check_fits(self, prompts: Sequence[Prompt], new_tokens: int) -> None:
+        limit = self.backbone.max_context
+        longest = max(len(p.input_ids) for p in prompts)
+        if longest + new_tokens > limit:
+            raise ValueError(
+                f"the prompt is {longest} tokens and up to {new_tokens} more may be generated, "
+                f"but the model's context is {limit} tokens: shorten the question or context"
+            )
+
+
+@dataclass
+class _Job:
+    """One batch in one mode: shared plumbing for the mode implementations."""
+
+    pipe: Pipeline
+    questions: list[str]
+    contexts: list[list[str | None]]
+    settings: GenerationSettings
+    roles: Roles
+    on_token: Callable[[list[str]], None] | None
+    should_stop: Callable[[], bool] | None
+    on_stage: Callable[[str], None]
+
+    @property
+    def n(self) -> int:
+        return len(self.questions)
+
+    def _receiver(self, messages: list[dict[str, str]] | None = None) -> tuple[list[Generated], float]:
+        pipe, recv = self.pipe, self.roles.receiver
+        prompts = [build_prompt(pipe.backbone, recv, q, None, m) for q, m in zip(self.questions, messages or [None] * self.n)]
+        pipe._check_fits(prompts, self.settings.max_new_tokens)
+        streamer = None
+        if self.on_token is not None:
+            ids: list[list[int]] = [[] for _ in prompts]
+            tok = pipe.backbone.tokenizer
+
+            def streamer(step: int, new: torch.Tensor) -> None:
+                for row, t in zip(ids, new.tolist()):
+                    row.append(t)
+                self.on_token([tok.decode(r, skip_special_tokens=True) for r in ids])
+
+        self.on_stage("receiver")
+        t0 = time.perf_counter()
+        gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
+        return gens, time.perf_counter() - t0
+
+    def _results(self, mode: str, gens: list[Generated], timings: dict[str, float], usage_extra: list[dict[str, tuple[int, int, int]]], **per_query) -> list[RunResult]:
+        timings = {k: v / self.n for k, v in timings.items()}
+        timings["total"] = sum(timings.values())
+        results = []
+        for i, g in enumerate(gens):
+            usage = Usage({role: AgentUsage(*u) for role, u in usage_extra[i].items()})
+            usage.by_agent[self.roles.receiver.role] = AgentUsage(g.prompt_tokens, g.generated_tokens, g.kv_cache_bytes)
+            results.append(RunResult(
+                mode=mode, question=self.questions[i], answer=g.text, usage=usage, timings=dict(timings),
+                kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason, receiver_prompt_tokens=g.prompt_tokens,
+                batch_size=self.n, **{k: v[i] for k, v in per_query.items()},
+            ))
+        return results
+
+    def single(self) -> list[RunResult]:
+        gens, t = self._receiver()
+        return self._results("single", gens, {"receiver": t}, [{} for _ in gens])
+
+    def static(self) -> list[RunResult]:
+        with lora.apply(self.pipe.backbone.model, self.pipe.static):
+            gens, t = self._receiver()
+        return self._results("static", gens, {"receiver": t}, [{} for _ in gens], perturbation=[self.pipe.static] * self.n)
+
+    def textmas(self) -> list[RunResult]:
+        pipe, senders = self.pipe, self.roles.senders
+        self.on_stage("senders")
+        t0 = time.perf_counter()
+        prompts = [build_prompt(pipe.backbone, a, q, c) for q, ctx in zip(self.questions, self.contexts) for a, c in zip(senders, ctx)]
+        pipe._check_fits(prompts, self.settings.sender_max_new_tokens)
+        sent = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings, None, self.should_stop)
+        t_send = time.perf_counter() - t0
+        s = len(senders)
+        messages = [{a.role: sent[i * s + j].text for j, a in enumerate(senders)} for i in range(self.n)]
+        usage = [{a.role: (sent[i * s + j].prompt_tokens, sent[i * s + j].generated_tokens, sent[i * s + j].kv_cache_bytes)
+                  for j, a in enumerate(senders)} for i in range(self.n)]
+        gens, t = self._receiver(messages)
+        return self._results("textmas", gens, {"senders": t_send, "receiver": t}, usage, messages=messages)
+
+    def tflow(self) -> list[RunResult]:
+        self.on_stage("senders")
+        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.questions, self.contexts, self.roles)
+        usage = [{a.role: (len(p.input_ids), 0, 0) for a, p in zip(self.roles.senders, row)} for row in prompts]
+        with lora.apply(self.pipe.backbone.model, pert):
+            gens, t = self._receiver()
+        per_sample = [pert.sample(i) for i in range(self.n)]
+        return self._results("tflow", gens, {"sender_pass": t_send, "generator": t_gen, "receiver": t}, usage,
+                             perturbation=per_sample, sender_states=views)
