@@ -62,6 +62,18 @@ class GeneratorConfig:
             raise ValueError(f"generator config: fusion must be 'mean' or 'gate', got {self.fusion!r}")
 
 
+def stack_conditions(states: list[torch.Tensor], senders: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(query, sender) (L+1, T_i, H) states -> padded (batch, S, L+1, T, H) and a (batch, S, T) mask."""
+    width = max(h.shape[1] for h in states)
+    padded = states[0].new_zeros((len(states), states[0].shape[0], width, states[0].shape[2]))
+    mask = torch.zeros((len(states), width), dtype=torch.bool, device=padded.device)
+    for i, h in enumerate(states):
+        padded[i, :, : h.shape[1]] = h
+        mask[i, : h.shape[1]] = True
+    batch = len(states) // senders
+    return padded.view(batch, senders, *padded.shape[1:]), mask.view(batch, senders, width)
+
+
 class LayerAggregator(nn.Module):
     """Learnable softmax (with temperature) over the L+1 hidden-state layers."""
 
@@ -157,9 +169,10 @@ class ParameterGenerator(nn.Module):
         self.head_b = nn.Linear(d, config.chunk_size)
         nn.init.zeros_(self.head_b.weight)
         nn.init.zeros_(self.head_b.bias)
-        self.gate = nn.Linear(d, 1)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.zeros_(self.gate.bias)
+        if config.fusion == "gate":  # zero-init: starts as the uniform mean
+            self.gate = nn.Linear(d, 1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
 
     @property
     def is_trained(self) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -105,6 +105,12 @@ class Perturbation:
             B={k: v[i : i + 1] for k, v in self.B.items()},
             weights=self.weights[i : i + 1],
         )
+
+    def only(self, senders: Sequence[int]) -> Perturbation:
+        """The same perturbation with every other sender's fusion weight set to zero."""
+        keep = torch.zeros_like(self.weights)
+        keep[:, list(senders)] = 1.0
+        return replace(self, weights=self.weights * keep)
 
     def detach(self) -> Perturbation:
         return replace(

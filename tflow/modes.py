@@ -34,7 +34,7 @@ from .agents import (
     load_backbone,
     sender_states,
 )
-from .generator import GeneratorConfig, ParameterGenerator
+from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
 from .peft_io import load_peft_adapter
 
 MODES = ("single", "textmas", "tflow", "static")
@@ -95,7 +95,7 @@ class RunResult:
     batch_size: int = 1
 
 
-def _contexts(sender_context: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+def normalise_contexts(sender_context: str | Sequence[str | None] | None, n: int) -> list[str | None]:
     """One context for all senders, or one per sender (None / '' = no context)."""
     if sender_context is None or isinstance(sender_context, str):
         ctx = [sender_context] * n
@@ -121,7 +121,7 @@ class Pipeline:
         self.roles = roles or Roles()
         self.spec = lora.infer_targets(backbone.model)
         self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name)
-        self.generator.to(backbone.device).eval().requires_grad_(False)
+        self.generator.to(backbone.device)
         self.static = static
         self._cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
@@ -140,7 +140,7 @@ class Pipeline:
     ) -> Pipeline:
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         spec = lora.infer_targets(backbone.model)
-        gen = ParameterGenerator.from_pretrained(generator, spec, backbone.name) if generator else None
+        gen = ParameterGenerator.from_pretrained(generator, spec, backbone.name).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None
         return cls(backbone, gen, roles, static)
 
@@ -165,6 +165,8 @@ class Pipeline:
         on_token: Callable[[list[str]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_stage: Callable[[str], None] | None = None,
+        sender_questions: Sequence[str] | None = None,
+        keep_senders: Sequence[int] | None = None,
         **overrides,
     ) -> list[RunResult]:
         """Answer a batch of questions (each with its own sender context) in one mode.
@@ -172,6 +174,9 @@ class Pipeline:
         settings / overrides: GenerationSettings fields (max_new_tokens, do_sample, ...).
         on_token(texts): receiver's answers so far, per sample, after each decoded token.
         should_stop(): return True to stop decoding cleanly. on_stage(name): progress.
+        Controls (tflow): sender_questions: what the senders read instead of the questions
+        (e.g. another query's, to test instance dependence); keep_senders: fuse only these
+        senders' perturbations (single-sender ablation).
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -183,10 +188,14 @@ class Pipeline:
             settings = GenerationSettings(**{**(settings.__dict__ if settings else {}), **overrides})
         roles = roles or self.roles
         questions = [clean_text(q) for q in questions]
-        contexts = [_contexts(c, len(roles.senders)) for c in (sender_contexts or [None] * len(questions))]
+        contexts = [normalise_contexts(c, len(roles.senders)) for c in (sender_contexts or [None] * len(questions))]
         if len(contexts) != len(questions):
             raise ValueError(f"got {len(contexts)} sender contexts for {len(questions)} questions")
-        job = _Job(self, questions, contexts, settings, roles, on_token, should_stop, on_stage or (lambda s: None))
+        senders_read = [clean_text(q) for q in sender_questions] if sender_questions is not None else questions
+        if len(senders_read) != len(questions):
+            raise ValueError(f"got {len(senders_read)} sender questions for {len(questions)} questions")
+        job = _Job(self, questions, contexts, settings, roles, on_token, should_stop, on_stage or (lambda s: None),
+                   senders_read, keep_senders)
         return getattr(job, mode)()
 
     def condition(self, questions: Sequence[str], contexts: Sequence[Sequence[str | None]], roles: Roles):
@@ -206,18 +215,8 @@ class Pipeline:
         states = sender_states(self.backbone, flat)
         t1 = time.perf_counter()
         s = len(roles.senders)
-        width = max(h.shape[1] for h in states)
-        padded = states[0].new_zeros((len(flat), states[0].shape[0], width, states[0].shape[2]))
-        mask = torch.zeros((len(flat), width), dtype=torch.bool, device=padded.device)
-        for i, h in enumerate(states):
-            padded[i, :, : h.shape[1]] = h
-            mask[i, : h.shape[1]] = True
         with torch.inference_mode():
-            pert = self.generator(
-                padded.view(len(questions), s, *padded.shape[1:]),
-                mask.view(len(questions), s, width),
-                tuple(a.role for a in roles.senders),
-            )
+            pert = self.generator(*stack_conditions(states, s), tuple(a.role for a in roles.senders))
         t2 = time.perf_counter()
         tok = self.backbone.tokenizer
         views = [
@@ -231,6 +230,10 @@ class Pipeline:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out + (t1 - t0, t2 - t1)
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
 
     def _check_fits(self, prompts: Sequence[Prompt], new_tokens: int) -> None:
         limit = self.backbone.max_context
@@ -254,6 +257,8 @@ class _Job:
     on_token: Callable[[list[str]], None] | None
     should_stop: Callable[[], bool] | None
     on_stage: Callable[[str], None]
+    sender_questions: list[str]
+    keep_senders: Sequence[int] | None = None
 
     @property
     def n(self) -> int:
@@ -318,7 +323,9 @@ class _Job:
 
     def tflow(self) -> list[RunResult]:
         self.on_stage("senders")
-        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.questions, self.contexts, self.roles)
+        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.sender_questions, self.contexts, self.roles)
+        if self.keep_senders is not None:
+            pert = pert.only(self.keep_senders)
         usage = [{a.role: (len(p.input_ids), 0, 0) for a, p in zip(self.roles.senders, row)} for row in prompts]
         with lora.apply(self.pipe.backbone.model, pert):
             gens, t = self._receiver()

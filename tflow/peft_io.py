@@ -23,7 +23,7 @@ from .lora import Perturbation, TargetSpec
 _PREFIX = "base_model.model."
 
 
-def _target_regex(spec: TargetSpec) -> str:
+def target_regex(spec: TargetSpec) -> str:
     names = "|".join(re.escape(n) for n in spec.modules)
     return rf"^{re.escape(spec.layers_path)}\.\d+\.({names})$"
 
@@ -48,7 +48,7 @@ def peft_state(p: Perturbation, sample: int = 0) -> tuple[dict, dict[str, torch.
         "bias": "none",
         "fan_in_fan_out": False,
         "use_rslora": False,
-        "target_modules": _target_regex(p.spec),
+        "target_modules": target_regex(p.spec),
         "base_model_name_or_path": p.extra.get("backbone_name", ""),
     }
     return config, tensors

@@ -1,0 +1,161 @@
+"""Evaluate the communication modes on a task's held-out test split (Table-1 style).
+
+    python -m tflow.evaluate --task relay --modes single,textmas,tflow,static --limit 300 --seed 0 --json out.json
+
+Prints accuracy, processed tokens per query and seconds per query for each mode, then
+TFlow's savings versus TextMAS and Single, and writes JSON ({"task", "results": {mode:
+{...}}}) and CSV. Controls: --shuffle-conditions (each query gets another query's sender
+states), --sender-ablation (each sender's perturbation alone), --swap-facts (relay: the
+senders hold another value; does the answer follow them?). Greedy decoding throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import tasks
+from .modes import Pipeline, RunResult
+
+Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
+
+
+def _plain(mode: str) -> Variant:
+    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
+        res = pipe.run_batch([e.question for e in batch], mode, [e.contexts for e in batch], max_new_tokens=24, sender_max_new_tokens=48)
+        return [(r, e.answer) for r, e in zip(res, batch)]
+    return run
+
+
+def _shuffled(pool: list[tasks.Example]) -> Variant:
+    """Senders read the next query in the pool (question and private contexts)."""
+    index = {e.key: i for i, e in enumerate(pool)}
+
+    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
+        other = [pool[(index[e.key] + 1) % len(pool)] for e in batch]
+        res = pipe.run_batch([e.question for e in batch], "tflow", [o.contexts for o in other],
+                             sender_questions=[o.question for o in other], max_new_tokens=24)
+        return [(r, e.answer) for r, e in zip(res, batch)]
+    return run
+
+
+def _only_sender(j: int) -> Variant:
+    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
+        res = pipe.run_batch([e.question for e in batch], "tflow", [e.contexts for e in batch], keep_senders=[j], max_new_tokens=24)
+        return [(r, e.answer) for r, e in zip(res, batch)]
+    return run
+
+
+def _swapped(seed: int) -> Variant:
+    """Relay with another fact value: scored against the answer the *new* fact implies."""
+    rng = random.Random(seed)
+
+    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
+        swapped = [tasks.swap_fact(e, rng) for e in batch]
+        res = pipe.run_batch([e.question for e in swapped], "tflow", [e.contexts for e in swapped], max_new_tokens=24)
+        return [(r, e.answer) for r, e in zip(res, swapped)]
+    return run
+
+
+def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, Variant], batch_size: int = 1) -> dict:
+    results = {}
+    for name, variant in variants.items():
+        rows: list[tuple[RunResult, str]] = []
+        for i in tqdm(range(0, len(examples), batch_size), desc=name, mininterval=5):
+            rows += variant(pipe, examples[i : i + batch_size])
+        correct = [tasks.is_correct(r.answer, ref) for r, ref in rows]
+        seconds = [r.timings["total"] for r, _ in rows]
+        results[name] = {
+            "accuracy": sum(correct) / len(rows),
+            "tokens_per_query": statistics.fmean(r.usage.total_tokens for r, _ in rows),
+            "receiver_prompt_tokens": statistics.fmean(r.receiver_prompt_tokens for r, _ in rows),
+            "generated_tokens": statistics.fmean(r.usage.generated_tokens for r, _ in rows),
+            "seconds_per_query": statistics.fmean(seconds),
+            "seconds_p90": sorted(seconds)[int(0.9 * (len(seconds) - 1))],
+            "kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r, _ in rows),
+            "n": len(rows),
+            "examples": [{"question": r.question, "answer": r.answer, "reference": ref} for r, ref in rows[:3]],
+        }
+    return results
+
+
+def savings(results: dict) -> dict:
+    """TFlow's token and time savings versus TextMAS and Single, from this run."""
+    out = {}
+    if "tflow" not in results:
+        return out
+    t = results["tflow"]
+    for base in ("textmas", "single"):
+        if base in results:
+            b = results[base]
+            out[f"tokens_saved_vs_{base}_pct"] = 100 * (1 - t["tokens_per_query"] / b["tokens_per_query"])
+            out[f"speedup_vs_{base}"] = b["seconds_per_query"] / t["seconds_per_query"]
+    return out
+
+
+def format_table(task: str, results: dict) -> str:
+    lines = [f"task: {task}", f"| mode | accuracy % | tokens / query | seconds / query | n |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {100 * r['accuracy']:.1f} | {r['tokens_per_query']:.1f} | {r['seconds_per_query']:.4f} | {r['n']} |")
+    for k, v in savings(results).items():
+        lines.append(f"{k}: {v:.1f}" + ("%" if k.endswith("pct") else "x"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True, help="relay | split | arith | jsonl:PATH")
+    p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
+    p.add_argument("--limit", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="checkpoints/tiny-qwen3")
+    p.add_argument("--generator", default=None, help="default: checkpoints/generators/<task>")
+    p.add_argument("--static-adapter", default=None, help="default: checkpoints/static/<task> when it exists")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shuffle-conditions", action="store_true")
+    p.add_argument("--sender-ablation", action="store_true")
+    p.add_argument("--swap-facts", action="store_true")
+    p.add_argument("--json", default=None)
+    p.add_argument("--csv", default=None, help="default: the --json path with .csv")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    name = a.task.replace("jsonl:", "").replace("/", "_")
+    generator = a.generator or (f"checkpoints/generators/{name}" if Path(f"checkpoints/generators/{name}").is_dir() else None)
+    static = a.static_adapter or (f"checkpoints/static/{name}" if Path(f"checkpoints/static/{name}").is_dir() else None)
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None)
+    examples = tasks.examples(a.task, "test", a.limit, a.seed)
+    variants: dict[str, Variant] = {m: _plain(m) for m in modes}
+    if a.shuffle_conditions:
+        variants["tflow_shuffled"] = _shuffled(examples)
+    if a.sender_ablation:
+        for j, agent in enumerate(pipe.roles.senders):
+            variants[f"tflow_only_{agent.role.lower().replace(' ', '_')}"] = _only_sender(j)
+    if a.swap_facts:
+        variants["tflow_swapped_fact"] = _swapped(a.seed)
+    results = evaluate(pipe, examples, variants, a.batch_size)
+    print(format_table(a.task, results))
+    report = {"task": a.task, "limit": a.limit, "seed": a.seed, "split": "test", "model": a.model, "generator": generator,
+              "static_adapter": static, "decoding": "greedy", "results": results, "savings": savings(results)}
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+        with open(a.csv or str(Path(a.json).with_suffix(".csv")), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["task", "mode", "accuracy", "tokens_per_query", "seconds_per_query", "n"])
+            for m, r in results.items():
+                w.writerow([a.task, m, r["accuracy"], r["tokens_per_query"], r["seconds_per_query"], r["n"]])
+
+
+if __name__ == "__main__":
+    main()

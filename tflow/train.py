@@ -1,0 +1,235 @@
+"""Train a parameter generator (TFlow) or a static LoRA (ablation) with the receiver frozen.
+
+    python -m tflow.train --task relay --steps 1000
+    python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
+    accelerate launch --num_processes 2 -m tflow.train --task relay  # data parallel
+
+Objective: teacher-forced cross-entropy of the reference answer under the receiver,
+which sees only the question while the fused perturbation generated from the senders'
+hidden states is applied (gradients flow through the LoRA factors into the generator,
+layer aggregator and fusion gate). The static ablation trains one query-independent
+PEFT LoRA on the same data. Progress via tqdm, periodic accuracy on a dev set drawn from
+the *train* split with another seed (the test split is never used here), resumable
+from the output directory (safetensors + JSON only, no pickles).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import lora, tasks
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+from .agents import Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, sender_states
+from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .modes import Pipeline, normalise_contexts
+from .peft_io import target_regex
+
+
+@dataclass
+class TrainConfig:
+    task: str = "relay"
+    model: str = "checkpoints/tiny-qwen3"
+    out: str = ""  # default: checkpoints/generators/<task> or checkpoints/static/<task>
+    static: bool = False
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_every: int = 250
+    eval_size: int = 100
+    resume: bool = False
+    threads: int = 2
+    device: str = "auto"
+    rank: int = 4
+    alpha: float = 8.0
+    d_model: int = 128
+    n_heads: int = 4
+    n_blocks: int = 2
+    chunk_size: int = 128
+    fusion: str = "gate"
+
+    def output_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        name = self.task.replace("jsonl:", "").replace("/", "_")
+        return Path("checkpoints") / ("static" if self.static else "generators") / name
+
+
+def receiver_batch(backbone: Backbone, examples: list[tasks.Example], roles: Roles) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Receiver prompts (question only) + reference answers; loss only on the answer."""
+    tok, rows = backbone.tokenizer, []
+    for ex in examples:
+        prompt = build_prompt(backbone, roles.receiver, ex.question).input_ids
+        rows.append((prompt + tok(ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(prompt)))
+    width = max(len(r) for r, _ in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, p) in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        labels[i, p : len(r)] = torch.tensor(r[p:])
+    dev = backbone.device
+    return ids.to(dev), mask.to(dev), labels.to(dev)
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    # Hand-written because torch's optimizer checkpoints are pickles; AdamW's state is flat tensors.
+    tensors = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            tensors[f"{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    save_file(tensors, str(path))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    sd = opt.state_dict()
+    for key, v in load_file(str(path)).items():
+        i, k = key.split(".", 1)
+        sd["state"].setdefault(int(i), {})[k] = v
+    opt.load_state_dict(sd)
+
+
+class _Objective:
+    """What is trained (generator or static PEFT LoRA) and its loss on a batch."""
+
+    def __init__(self, cfg: TrainConfig, backbone: Backbone, roles: Roles):
+        self.cfg, self.backbone, self.roles = cfg, backbone, roles
+        self.spec = lora.infer_targets(backbone.model)
+        if cfg.static:
+            torch.manual_seed(cfg.seed)
+            peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=target_regex(self.spec))
+            self.module = get_peft_model(backbone.model, peft_cfg)
+        else:
+            gcfg = GeneratorConfig(rank=cfg.rank, alpha=cfg.alpha, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                                   n_blocks=cfg.n_blocks, chunk_size=cfg.chunk_size, fusion=cfg.fusion)
+            torch.manual_seed(cfg.seed)
+            self.module = ParameterGenerator(gcfg, self.spec, backbone.name).to(backbone.device)
+            self.pipe = Pipeline(backbone, self.module, roles)
+
+    def parameters(self):
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def loss(self, module: torch.nn.Module, batch: list[tasks.Example]) -> torch.Tensor:
+        ids, mask, labels = receiver_batch(self.backbone, batch, self.roles)
+        if self.cfg.static:
+            return module(input_ids=ids, attention_mask=mask, labels=labels).loss
+        senders = self.roles.senders
+        prompts = [build_prompt(self.backbone, a, ex.question, c) for ex in batch for a, c in zip(senders, normalise_contexts(ex.contexts, len(senders)))]
+        states = sender_states(self.backbone, prompts)
+        pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
+        with lora.apply(self.backbone.model, pert, merge=False):
+            return self.backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    def accuracy(self, dev: list[tasks.Example], out_dir: Path) -> float:
+        self.module.eval()
+        if self.cfg.static:  # the adapter is injected into the receiver: plain generation is "static"
+            prompts = [build_prompt(self.backbone, self.roles.receiver, e.question).input_ids for e in dev]
+            answers = [g.text for g in generate(self.backbone, prompts, 16, GenerationSettings())]
+        else:
+            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=16)
+            self.pipe.clear_cache()
+            answers = [r.answer for r in results]
+        self.module.train()
+        return sum(tasks.is_correct(a, e.answer) for a, e in zip(answers, dev)) / len(dev)
+
+    def save(self, out_dir: Path, meta: dict) -> None:
+        if self.cfg.static:
+            self.module.save_pretrained(out_dir)
+            (out_dir / "training.json").write_text(json.dumps(meta, indent=2))
+        else:
+            self.module.meta = meta
+            self.module.save_pretrained(out_dir)
+
+    def load_weights(self, out_dir: Path) -> None:
+        if self.cfg.static:
+            set_peft_model_state_dict(self.module, load_file(str(out_dir / "adapter_model.safetensors")))
+        else:
+            self.module.load_state_dict(load_file(str(out_dir / "generator.safetensors")))
+
+
+def train(cfg: TrainConfig) -> dict:
+    torch.set_num_threads(cfg.threads)
+    accel = Accelerator(cpu=cfg.device == "cpu")
+    backbone = load_backbone(cfg.model, device=accel.device if cfg.device == "auto" else cfg.device)
+    roles = Roles()
+    obj = _Objective(cfg, backbone, roles)
+    out_dir = cfg.output_dir()
+    opt = torch.optim.AdamW(obj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_step, state_path = 0, out_dir / "train_state.json"
+    if cfg.resume and state_path.is_file():
+        state = json.loads(state_path.read_text())
+        obj.load_weights(out_dir)
+        _load_optimizer(opt, out_dir / "optimizer.safetensors")
+        start_step = int(state["step"])
+    module, opt = accel.prepare(obj.module, opt)
+    rank_seed = cfg.seed * 1000 + accel.process_index
+    draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step)
+    dev = tasks.examples(cfg.task, "train", cfg.eval_size, seed=cfg.seed + 10_000)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    per_process = max(1, cfg.batch_size // accel.num_processes)
+    history, ema, t0 = [], None, time.time()
+    bar = tqdm(range(start_step, cfg.steps), desc=f"train {'static' if cfg.static else 'tflow'}:{cfg.task}",
+               disable=not accel.is_main_process, mininterval=5)
+    module.train()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = obj.loss(module, [draw() for _ in range(per_process)])
+        opt.zero_grad(set_to_none=True)
+        accel.backward(loss)
+        accel.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.4f}")
+        last = step + 1 == cfg.steps
+        if accel.is_main_process and ((step + 1) % cfg.eval_every == 0 or last):
+            acc = obj.accuracy(dev, out_dir)
+            history.append({"step": step + 1, "loss_ema": round(ema, 5), "dev_accuracy": acc})
+            tqdm.write(f"step {step + 1}: loss {ema:.4f}, dev accuracy {acc:.3f}")
+            meta = {
+                "task": cfg.task, "kind": "static" if cfg.static else "tflow", "steps": step + 1, "seed": cfg.seed,
+                "dev_accuracy": acc, "dev_set": f"{cfg.eval_size} train-split examples, seed {cfg.seed + 10_000}",
+                "seconds": round(time.time() - t0, 1), "processes": accel.num_processes,
+                "config": asdict(cfg), "history": history,
+            }
+            obj.module = accel.unwrap_model(module)
+            obj.save(out_dir, meta)
+            _save_optimizer(opt, out_dir / "optimizer.safetensors")
+            state_path.write_text(json.dumps({"step": step + 1}))
+        accel.wait_for_everyone()
+    return {"history": history, "out": str(out_dir)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f, default in asdict(TrainConfig()).items():
+        flag = f"--{f.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    result = train(TrainConfig(**vars(parser.parse_args(argv))))
+    print(json.dumps(result["history"][-1:] if result["history"] else {}))
+
+
+if __name__ == "__main__":
+    main()
