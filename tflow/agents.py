@@ -240,6 +240,16 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.d
     return ids.to(device), mask.to(device)
 
 
+def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, attention mask, labels) from (token ids, prompt length) pairs;
+    labels are -100 on the prompt and padding, so the loss covers only the target."""
+    ids, mask = _pad([r for r, _ in rows], pad_id, left=False, device=device)
+    labels = torch.full_like(ids, -100)
+    for i, (r, p) in enumerate(rows):
+        labels[i, p : len(r)] = ids[i, p : len(r)]
+    return ids, mask, labels
+
+
 @torch.no_grad()
 def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
     """One batched prefill of all sender prompts (no LM head, no generation).
@@ -265,6 +275,7 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     timeout_s: float | None = None
+    ignore_eos: bool = False  # always generate the full budget (fixed-length benchmarks)
 
     MAX_NEW_TOKENS_CAP = 4096
 
@@ -342,7 +353,7 @@ def generate(
         top_p=settings.top_p if settings.do_sample else None,
         top_k=None,
         pad_token_id=tok.pad_token_id,
-        eos_token_id=eos,
+        eos_token_id=None if settings.ignore_eos else eos,
     )
     if settings.do_sample:
         torch.manual_seed(settings.seed)
@@ -357,7 +368,7 @@ def generate(
     )
     results = []
     for row, prompt in zip(out[:, ids.shape[1]:].tolist(), prompts):
-        ended = next((i for i, t in enumerate(row) if t in eos), None)
+        ended = None if settings.ignore_eos else next((i for i, t in enumerate(row) if t in eos), None)
         kept = row if ended is None else row[: ended + 1]
         reason = "eos" if ended is not None else (stop.reason or "length")
         results.append(Generated(

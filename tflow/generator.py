@@ -6,8 +6,10 @@ Pipeline of one sender's condition (TFLOW.md, section "Pipeline per query"):
   --n_blocks x [layer-axis self-attn, within-layer self-attn, cross-attn to condition, MLP]-->
   output heads (one for A chunks, one zero-initialised for B chunks) --detokenize--> A, B.
 
-A slot is one chunk of `chunk_size` values of one lora_A row or one lora_B column of
-one targeted module; the slot grid is the same for every layer. The B head starts at
+A slot is one chunk of `chunk_size` values of one targeted module's flattened lora_A
+(r x in) or lora_B (r columns of length out); with chunk_size >= r * fan a single token
+carries a whole factor (the paper's "dim accumulation" packs several chunks per token
+to the same end). The slot grid is the same for every layer. The B head starts at
 exactly zero, so an untrained generator yields an exactly-zero perturbation.
 Checkpoints are safetensors + a JSON config that records the backbone they were
 trained for; loading onto another backbone raises `GeneratorMismatchError`.
@@ -40,11 +42,11 @@ class GeneratorConfig:
 
     rank: int = 4
     alpha: float = 8.0
-    d_model: int = 128
+    d_model: int = 96
     n_heads: int = 4
     n_blocks: int = 2
-    mlp_ratio: int = 4
-    chunk_size: int = 128  # values of a factor row produced by one parameter token
+    mlp_ratio: int = 2
+    chunk_size: int = 512  # values of a flattened factor produced by one parameter token
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
 
@@ -131,23 +133,17 @@ class Block(nn.Module):
 class _SlotLayout:
     """Where each module's A rows and B columns sit in the per-layer slot grid."""
 
-    chunk: int
-    rank: int
     offsets: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # name -> (a0, a_chunks, b0, b_chunks)
+    num_slots: int = 0
 
     @classmethod
     def build(cls, spec: TargetSpec, rank: int, chunk: int) -> _SlotLayout:
         offsets, pos = {}, 0
         for name, (fan_out, fan_in) in spec.modules.items():
-            a_chunks, b_chunks = math.ceil(fan_in / chunk), math.ceil(fan_out / chunk)
-            offsets[name] = (pos, a_chunks, pos + rank * a_chunks, b_chunks)
-            pos += rank * (a_chunks + b_chunks)
-        return cls(chunk, rank, offsets)
-
-    @property
-    def num_slots(self) -> int:
-        a0, ac, b0, bc = list(self.offsets.values())[-1]
-        return b0 + self.rank * bc
+            a_chunks, b_chunks = math.ceil(rank * fan_in / chunk), math.ceil(rank * fan_out / chunk)
+            offsets[name] = (pos, a_chunks, pos + a_chunks, b_chunks)
+            pos += a_chunks + b_chunks
+        return cls(offsets, pos)
 
 
 class ParameterGenerator(nn.Module):
@@ -205,8 +201,9 @@ class ParameterGenerator(nn.Module):
         A, B = {}, {}
         for name, (fan_out, fan_in) in self.spec.modules.items():
             a0, ac, b0, bc = self.layout.offsets[name]
-            a = self.head_a(x[:, :, a0 : a0 + r * ac]).view(bsz, s, layers, r, ac * c)[..., :fan_in]
-            b = self.head_b(x[:, :, b0 : b0 + r * bc]).view(bsz, s, layers, r, bc * c)[..., :fan_out]
+            a = self.head_a(x[:, :, a0 : a0 + ac]).view(bsz, s, layers, ac * c)[..., : r * fan_in]
+            b = self.head_b(x[:, :, b0 : b0 + bc]).view(bsz, s, layers, bc * c)[..., : r * fan_out]
+            a, b = a.view(bsz, s, layers, r, fan_in), b.view(bsz, s, layers, r, fan_out)
             # 1/sqrt(fan_in) keeps A x at unit scale (unscaled A made training diverge).
             A[name] = a * (scale / math.sqrt(fan_in))
             B[name] = b.transpose(-1, -2) * scale

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -25,8 +24,9 @@ from tqdm import tqdm
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from . import tasks
-from .agents import EXECUTOR, Backbone, Roles, build_prompt
+from .agents import EXECUTOR, Backbone, Roles, build_prompt, pad_with_labels
 from .tokenizer import build_tokenizer
+from .train import cosine_lr
 
 
 @dataclass
@@ -85,18 +85,6 @@ def _corpus(cfg: PretrainConfig) -> list[str]:
     return texts
 
 
-def _batch(rows: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r, _ in rows)
-    ids = torch.full((len(rows), width), pad)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, p) in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        labels[i, p : len(r)] = torch.tensor(r[p:])
-        mask[i, : len(r)] = 1
-    return ids, mask, labels
-
-
 def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -117,19 +105,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
     draws = {n: tasks.stream(n, cfg.seed) for n in names}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
     start, ema, losses = time.time(), None, []
     bar = tqdm(range(cfg.steps), desc="pretrain", mininterval=5)
     for step in bar:
         rows = [training_sequence(backbone, draws[rng.choices(names, weights)[0]](), rng) for _ in range(cfg.batch_size)]
-        ids, mask, labels = _batch(rows, tokenizer.pad_token_id)
+        ids, mask, labels = pad_with_labels(rows, tokenizer.pad_token_id)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr, floor=0.05)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from . import lora, tasks
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-from .agents import Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, sender_states
+from .agents import Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, sender_states
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
 from .modes import Pipeline, normalise_contexts
 from .peft_io import target_regex
@@ -55,10 +55,11 @@ class TrainConfig:
     device: str = "auto"
     rank: int = 4
     alpha: float = 8.0
-    d_model: int = 128
+    d_model: int = 96
     n_heads: int = 4
     n_blocks: int = 2
-    chunk_size: int = 128
+    mlp_ratio: int = 2
+    chunk_size: int = 512
     fusion: str = "gate"
 
     def output_dir(self) -> Path:
@@ -68,21 +69,22 @@ class TrainConfig:
         return Path("checkpoints") / ("static" if self.static else "generators") / name
 
 
+def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to `floor * peak` at the last step (decaying all the
+    way mattered: the prototype gained most of its split accuracy in the final steps)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def receiver_batch(backbone: Backbone, examples: list[tasks.Example], roles: Roles) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Receiver prompts (question only) + reference answers; loss only on the answer."""
     tok, rows = backbone.tokenizer, []
     for ex in examples:
         prompt = build_prompt(backbone, roles.receiver, ex.question).input_ids
         rows.append((prompt + tok(ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(prompt)))
-    width = max(len(r) for r, _ in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, p) in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        labels[i, p : len(r)] = torch.tensor(r[p:])
-    dev = backbone.device
-    return ids.to(dev), mask.to(dev), labels.to(dev)
+    return pad_with_labels(rows, tok.pad_token_id, backbone.device)
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -114,7 +116,7 @@ class _Objective:
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
             gcfg = GeneratorConfig(rank=cfg.rank, alpha=cfg.alpha, d_model=cfg.d_model, n_heads=cfg.n_heads,
-                                   n_blocks=cfg.n_blocks, chunk_size=cfg.chunk_size, fusion=cfg.fusion)
+                                   n_blocks=cfg.n_blocks, mlp_ratio=cfg.mlp_ratio, chunk_size=cfg.chunk_size, fusion=cfg.fusion)
             torch.manual_seed(cfg.seed)
             self.module = ParameterGenerator(gcfg, self.spec, backbone.name).to(backbone.device)
             self.pipe = Pipeline(backbone, self.module, roles)
@@ -179,12 +181,6 @@ def train(cfg: TrainConfig) -> dict:
     draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step)
     dev = tasks.examples(cfg.task, "train", cfg.eval_size, seed=cfg.seed + 10_000)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
     per_process = max(1, cfg.batch_size // accel.num_processes)
     history, ema, t0 = [], None, time.time()
     bar = tqdm(range(start_step, cfg.steps), desc=f"train {'static' if cfg.static else 'tflow'}:{cfg.task}",
@@ -192,7 +188,7 @@ def train(cfg: TrainConfig) -> dict:
     module.train()
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
         loss = obj.loss(module, [draw() for _ in range(per_process)])
         opt.zero_grad(set_to_none=True)
         accel.backward(loss)

@@ -1,0 +1,202 @@
+"""Side-by-side benchmark of Single, TextMAS and TFlow: tokens, latency, KV cache, ratios.
+
+    python -m tflow.bench --json bench.json                 # both workloads
+    python -m tflow.bench --workload shape --layers 28 --device cuda --dtype bf16   # full Qwen3-0.6B shape
+
+Workloads (each after a warm-up, with the modes interleaved per query so machine noise
+hits all modes alike):
+- tasks: the embedded backbone and generators on the embedded tasks, natural lengths.
+- shape: cost structure at paper-like lengths on a randomly initialised model with
+  Qwen3-0.6B's published shape (hidden 1024, 16 query / 8 KV heads of 128, MLP 3072;
+  on CPU by default 4 of its 28 layers and the embedded tokenizer's vocabulary), fixed
+  lengths: senders' messages M tokens, receiver answer R tokens, EOS ignored.
+Every number printed is measured in this one run; ratios compare modes of this run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from . import lora, tasks
+from .agents import Backbone, GenerationSettings, load_backbone, resolve_device, resolve_dtype
+from .generator import GeneratorConfig, ParameterGenerator
+from .modes import Pipeline, RunResult
+
+MODES = ("single", "textmas", "tflow")
+
+
+def _summary(rows: list[RunResult]) -> dict:
+    secs = sorted(r.timings["total"] for r in rows)
+    return {
+        "queries": len(rows),
+        "processed_tokens": statistics.fmean(r.usage.total_tokens for r in rows),
+        "receiver_prefill_tokens": statistics.fmean(r.receiver_prompt_tokens for r in rows),
+        "generated_tokens": statistics.fmean(r.usage.generated_tokens for r in rows),
+        "receiver_generated_tokens": statistics.fmean(r.usage.by_agent[_receiver(r)].generated_tokens for r in rows),
+        "seconds_median": statistics.median(secs),
+        "seconds_p90": secs[int(0.9 * (len(secs) - 1))],
+        "receiver_kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r in rows),
+        "peak_kv_cache_bytes": max(_peak_kv(r) for r in rows),
+        "stages_median": {k: statistics.median(r.timings[k] for r in rows) for k in rows[0].timings},
+    }
+
+
+def _receiver(r: RunResult) -> str:
+    return list(r.usage.by_agent)[-1]
+
+
+def _peak_kv(r: RunResult) -> int:
+    """The most KV-cache bytes held at once: the batched senders' caches, or the receiver's."""
+    senders = sum(u.kv_cache_bytes for k, u in r.usage.by_agent.items() if k != _receiver(r))
+    return max(senders, r.kv_cache_bytes)
+
+
+def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, warmup: int = 2) -> dict:
+    """Run every mode on every query, modes interleaved per query; the first `warmup`
+    queries are run but not counted."""
+    rows: dict[str, list[RunResult]] = {m: [] for m in MODES}
+    for i, (question, contexts) in enumerate(queries):
+        for mode in MODES:
+            pipe.clear_cache()  # TFlow pays its sender pass and generator every query
+            res = pipe.run(question, mode, contexts, settings=settings)
+            if i >= warmup:
+                rows[mode].append(res)
+    return {m: _summary(r) for m, r in rows.items()}
+
+
+def ratios(modes: dict) -> dict:
+    t, x, s = modes["tflow"], modes["textmas"], modes["single"]
+    per_token = lambda m: m["stages_median"]["receiver"] / max(1e-9, m["receiver_generated_tokens"])
+    return {
+        "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
+        "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
+        "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
+        "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
+        "per_token_overhead": per_token(t) / per_token(s) - 1,
+        "tflow_receiver_kv_equals_single": t["receiver_kv_cache_bytes"] == s["receiver_kv_cache_bytes"],
+        "textmas_over_single_receiver_kv": x["receiver_kv_cache_bytes"] / s["receiver_kv_cache_bytes"],
+    }
+
+
+def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, batch: int = 16) -> dict:
+    """TFlow queries per second at batch `batch` (per-sample perturbations) versus batch 1."""
+    qs, ctx = [q for q, _ in queries[:batch]], [c for _, c in queries[:batch]]
+    pipe.run_batch(qs[:2], "tflow", ctx[:2], settings=settings)  # warm-up
+    pipe.clear_cache()
+    t0 = time.perf_counter()
+    for q, c in zip(qs, ctx):
+        pipe.run(q, "tflow", c, settings=settings)
+    one = len(qs) / (time.perf_counter() - t0)
+    pipe.clear_cache()
+    t0 = time.perf_counter()
+    pipe.run_batch(qs, "tflow", ctx, settings=settings)
+    many = len(qs) / (time.perf_counter() - t0)
+    return {"batch": len(qs), "queries_per_s_batch1": one, f"queries_per_s_batch{len(qs)}": many, "speedup": many / one}
+
+
+def tasks_workload(model: str, queries: int, device: str) -> dict:
+    backbone = load_backbone(model, device=device)
+    out = {}
+    for task in tasks.TASKS:
+        gen_dir = Path("checkpoints/generators") / task
+        spec = lora.infer_targets(backbone.model)
+        gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
+        pipe = Pipeline(backbone, gen)
+        qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", queries + 2, seed=0)]
+        settings = GenerationSettings(max_new_tokens=24, sender_max_new_tokens=48)
+        modes = interleaved(pipe, qs, settings)
+        out[task] = {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
+    return out
+
+
+def shape_backbone(tokenizer_dir: str, layers: int, device: str, dtype: str | None) -> Backbone:
+    """A random model with Qwen3-0.6B's per-layer shape and `layers` layers."""
+    tok = load_backbone(tokenizer_dir, device="cpu").tokenizer
+    dev = resolve_device(device)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=1024, intermediate_size=3072, num_hidden_layers=layers,
+                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(cfg).to(dev, resolve_dtype(dtype, dev))
+    return Backbone(model, tok, f"random Qwen3-0.6B shape, {layers}/28 layers")
+
+
+def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
+    words = "apples pens coins books cards shells stamps marbles".split()
+    text = " ".join(words[(i + k) % len(words)] for k in range(n_tokens))
+    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) > n_tokens:
+        text = text.rsplit(" ", 1)[0]
+    return text
+
+
+def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, message: int, answer: int, question: int, queries: int) -> dict:
+    backbone = shape_backbone(tokenizer_dir, layers, device, dtype)
+    spec = lora.infer_targets(backbone.model)
+    gen = ParameterGenerator(GeneratorConfig(d_model=256, chunk_size=256, n_heads=4), spec, backbone.name)
+    nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
+    gen.to(backbone.device, backbone.dtype).eval()
+    pipe = Pipeline(backbone, gen)
+    settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
+    qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
+    modes = interleaved(pipe, qs, settings)
+    return {"config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
+                       "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,
+                       "parameters": backbone.num_parameters},
+            "modes": modes, "ratios": ratios(modes)}
+
+
+def _print(name: str, block: dict) -> None:
+    print(f"\n== {name} ==")
+    print("| mode | processed tokens | receiver prefill | generated | s/query (median) | p90 | peak KV MB | stages (median s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for m, r in block["modes"].items():
+        stages = ", ".join(f"{k} {v:.4f}" for k, v in r["stages_median"].items() if k != "total")
+        print(f"| {m} | {r['processed_tokens']:.0f} | {r['receiver_prefill_tokens']:.0f} | {r['generated_tokens']:.0f} | "
+              f"{r['seconds_median']:.4f} | {r['seconds_p90']:.4f} | {r['peak_kv_cache_bytes'] / 2**20:.2f} | {stages} |")
+    print("ratios: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in block["ratios"].items()))
+    if "throughput" in block:
+        print("batched TFlow: " + ", ".join(f"{k}={v:.2f}" for k, v in block["throughput"].items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both")
+    p.add_argument("--model", default="checkpoints/tiny-qwen3", help="tasks workload backbone; its tokenizer serves the shape workload")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: 28 on GPU, 4 on CPU)")
+    p.add_argument("--message-tokens", "-M", type=int, default=256)
+    p.add_argument("--answer-tokens", "-R", type=int, default=128)
+    p.add_argument("--question-tokens", type=int, default=64)
+    p.add_argument("--queries", type=int, default=6)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    report: dict = {"device": str(resolve_device(a.device))}
+    if torch.cuda.is_available():
+        report["device_name"] = torch.cuda.get_device_name()
+    if a.workload in ("tasks", "both"):
+        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device)
+        for task, block in report["tasks"].items():
+            _print(f"tasks: {task}", block)
+    if a.workload in ("shape", "both"):
+        layers = a.layers or (28 if resolve_device(a.device).type == "cuda" else 4)
+        report["shape"] = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries)
+        report["ratios"] = report["shape"]["ratios"]
+        _print(f"shape: {report['shape']['config']['model']}", report["shape"])
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
