@@ -24,7 +24,7 @@ from tqdm import tqdm
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from . import tasks
-from .agents import EXECUTOR, Backbone, Roles, build_prompt, pad_with_labels
+from .agents import EXECUTOR, Backbone, Roles, build_prompt, load_backbone, pad_with_labels
 from .tokenizer import build_tokenizer
 from .train import cosine_lr
 
@@ -46,13 +46,28 @@ class PretrainConfig:
     head_dim: int = 32
     intermediate_size: int = 384
     max_positions: int = 512
-    task_mix: str = "arith:0.45,relay:0.25,split:0.30"
+    task_mix: str = "arith:0.35,relay:0.2,split:0.2,drill:0.25"
     threads: int = 2
+    init: str = ""  # continue from this backbone directory (keeps its tokenizer)
 
 
 def _mix(spec: str) -> tuple[list[str], list[float]]:
     names, weights = zip(*((k, float(v)) for k, v in (p.split(":") for p in spec.split(","))))
     return list(names), list(weights)
+
+
+def drill(backbone: Backbone, rng: random.Random) -> tuple[list[int], int]:
+    """A bare arithmetic line in the Strategist's plan format ("73 + 67 = 140."): short and
+    cheap, it teaches the one skill every task needs; loss only on the result."""
+    a, b = rng.randint(0, 199), rng.randint(1, 99)
+    if rng.random() < 0.5:
+        prompt, result = f"{a} + {b} =", a + b
+    else:
+        a = max(a, b)
+        prompt, result = f"{a} - {b} =", a - b
+    tok = backbone.tokenizer
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    return ids + tok(f" {result}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
 
 
 def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random, roles: Roles = Roles()) -> tuple[list[int], int]:
@@ -65,11 +80,11 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
         target = ex.messages[agent.role]
     elif kind == "with_messages":
         prompt = build_prompt(backbone, EXECUTOR, ex.question, None, ex.messages)
-        target = ex.answer
+        target = ex.target
     else:  # facts in the receiver's own context; arith has none, so this is Single
         facts = "\n".join(dict.fromkeys(c for c in ex.contexts if c)) or None
         prompt = build_prompt(backbone, EXECUTOR, ex.question, facts)
-        target = ex.answer
+        target = ex.target
     tok = backbone.tokenizer
     ids = prompt.input_ids + tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return ids, len(prompt.input_ids)
@@ -85,10 +100,7 @@ def _corpus(cfg: PretrainConfig) -> list[str]:
     return texts
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
+def _fresh(cfg: PretrainConfig):
     tokenizer = build_tokenizer(_corpus(cfg), cfg.vocab_size)
     model_cfg = Qwen3Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
@@ -99,16 +111,32 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model = Qwen3ForCausalLM(model_cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    if cfg.init:
+        init = load_backbone(cfg.init, device="cpu")
+        tokenizer, model = init.tokenizer, init.model
+    else:
+        tokenizer, model = _fresh(cfg)
     backbone = Backbone(model, tokenizer, "tiny-qwen3")
     model.train().requires_grad_(True)
     names, weights = _mix(cfg.task_mix)
-    draws = {n: tasks.stream(n, cfg.seed) for n in names}
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    draws = {n: tasks.stream(n, cfg.seed) for n in names if n != "drill"}
 
+    def sequence() -> tuple[list[int], int]:
+        name = rng.choices(names, weights)[0]
+        return drill(backbone, rng) if name == "drill" else training_sequence(backbone, draws[name](), rng)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start, ema, losses = time.time(), None, []
     bar = tqdm(range(cfg.steps), desc="pretrain", mininterval=5)
     for step in bar:
-        rows = [training_sequence(backbone, draws[rng.choices(names, weights)[0]](), rng) for _ in range(cfg.batch_size)]
+        rows = [sequence() for _ in range(cfg.batch_size)]
         ids, mask, labels = pad_with_labels(rows, tokenizer.pad_token_id)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr, floor=0.05)
@@ -124,6 +152,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    history = json.loads((Path(cfg.init) / "card.json").read_text()).get("stages", []) if cfg.init else []
     card = {
         "what": "tiny Qwen3 pretrained from scratch on role-prompted TFlow tasks (python -m tflow.pretrain)",
         "config": asdict(cfg),
@@ -133,6 +162,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "final_loss_last100": round(sum(losses[-100:]) / len(losses[-100:]), 5),
         "data_mix": {"tasks": dict(zip(names, weights)), "kinds": {"sender": 0.4, "with_messages": 0.3, "alone_or_facts": 0.3}},
     }
+    card["stages"] = history + [{k: card[k] for k in ("config", "seconds", "final_loss_ema", "final_loss_last100", "data_mix")}]
     (out / "card.json").write_text(json.dumps(card, indent=2))
     return card
 

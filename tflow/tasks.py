@@ -39,6 +39,11 @@ class Example:
     answer: str
     contexts: tuple[str | None, ...] = (None, None)
     messages: dict[str, str] = field(default_factory=dict)
+    worked: str = ""  # what the receiver is trained to say once it knows the facts ("47 + 5 = 52")
+
+    @property
+    def target(self) -> str:
+        return self.worked or self.answer
 
     @property
     def key(self) -> str:
@@ -54,11 +59,13 @@ def _relay(rng: random.Random) -> Example:
     fact = f"The {key} is {value}."
     kind = rng.choice(["plus", "minus", "is"])
     if kind == "is":
-        question, answer = f"What is the {key}?", value
+        question, answer, worked = f"What is the {key}?", value, str(value)
     else:
         d = rng.randint(1, 9)
-        question, answer = f"What is the {key} {kind} {d}?", value + d if kind == "plus" else value - d
-    return Example("relay", question, str(answer), (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact})
+        question = f"What is the {key} {kind} {d}?"
+        answer, sign = (value + d, "+") if kind == "plus" else (value - d, "-")
+        worked = f"{value} {sign} {d} = {answer}"
+    return Example("relay", question, str(answer), (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, worked)
 
 
 def swap_fact(ex: Example, rng: random.Random) -> Example:
@@ -79,7 +86,7 @@ def _split(rng: random.Random) -> Example:
     a, b = rng.randint(10, 99), rng.randint(10, 99)
     fa, fb = f"{name} has {a} {item}.", f"{name} {rng.choice(ADD).format(n=b, item=item)}."
     question = f"How many {item} does {name} have now?"
-    return Example("split", question, str(a + b), (fa, fb), {"Strategist": fa, "Knowledge Extractor": fb})
+    return Example("split", question, str(a + b), (fa, fb), {"Strategist": fa, "Knowledge Extractor": fb}, f"{a} + {b} = {a + b}")
 
 
 def _arith(rng: random.Random) -> Example:

@@ -79,11 +79,11 @@ def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.
 
 
 def receiver_batch(backbone: Backbone, examples: list[tasks.Example], roles: Roles) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Receiver prompts (question only) + reference answers; loss only on the answer."""
+    """Receiver prompts (question only) + the worked answer it should give; loss only on the answer."""
     tok, rows = backbone.tokenizer, []
     for ex in examples:
         prompt = build_prompt(backbone, roles.receiver, ex.question).input_ids
-        rows.append((prompt + tok(ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(prompt)))
+        rows.append((prompt + tok(ex.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(prompt)))
     return pad_with_labels(rows, tok.pad_token_id, backbone.device)
 
 

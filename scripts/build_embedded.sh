@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Rebuilds everything in checkpoints/ from scratch, in order, on a CPU (about 1.5 hours on
+# 2 cores; run nothing else torch-heavy meanwhile). Each step is seeded.
+# Usage: bash scripts/build_embedded.sh [step ...]   steps: backbone generators static evaluate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+steps=("${@:-backbone generators static evaluate}")
+steps=(${steps[@]})
+has() { [[ " ${steps[*]} " == *" $1 "* ]]; }
+
+if has backbone; then
+  # 1: role-prompted tasks only; 2: bare arithmetic drills join the mix; 3: drills only
+  # (short sequences, cheap: the receiver's and Strategist's additions were off by one
+  # digit after 2); 4: the full mix again so every role keeps its format; 5: the receiver
+  # learns to work relay / split answers out loud ("47 + 5 = 52"), reusing the drill skill.
+  python -m tflow.pretrain --out runs/tiny-qwen3-stage1 --steps 2400 --batch-size 48 \
+    --task-mix arith:0.45,relay:0.25,split:0.30
+  python -m tflow.pretrain --init runs/tiny-qwen3-stage1 --out runs/tiny-qwen3-stage2 --steps 1500 \
+    --batch-size 48 --lr 0.0015 --warmup 50
+  python -m tflow.pretrain --init runs/tiny-qwen3-stage2 --out runs/tiny-qwen3-stage3 --steps 2000 \
+    --batch-size 128 --lr 0.002 --warmup 50 --task-mix drill:1.0
+  python -m tflow.pretrain --init runs/tiny-qwen3-stage3 --out runs/tiny-qwen3-stage4 --steps 600 \
+    --batch-size 48 --lr 0.001 --warmup 30
+  python -m tflow.pretrain --init runs/tiny-qwen3-stage4 --out checkpoints/tiny-qwen3 --steps 1000 \
+    --batch-size 48 --lr 0.001 --warmup 30 --task-mix arith:0.3,relay:0.25,split:0.25,drill:0.2
+fi
+if has generators; then
+  python -m tflow.train --task relay --steps "${RELAY_STEPS:-800}"
+  python -m tflow.train --task split --steps "${SPLIT_STEPS:-1500}"
+  python -m tflow.train --task arith --steps "${ARITH_STEPS:-800}"
+fi
+if has static; then
+  python -m tflow.train --task relay --static --steps "${RELAY_STEPS:-800}"
+  python -m tflow.train --task split --static --steps "${SPLIT_STEPS:-1500}"
+  python -m tflow.train --task arith --static --steps "${ARITH_STEPS:-800}"
+fi
+if has evaluate; then
+  mkdir -p checkpoints/results
+  python -m tflow.evaluate --task relay --modes single,textmas,tflow,static --limit 300 --seed 0 \
+    --shuffle-conditions --swap-facts --json checkpoints/results/relay.json
+  python -m tflow.evaluate --task split --modes single,textmas,tflow,static --limit 300 --seed 0 \
+    --shuffle-conditions --sender-ablation --json checkpoints/results/split.json
+  python -m tflow.evaluate --task arith --modes single,textmas,tflow,static --limit 300 --seed 0 \
+    --shuffle-conditions --json checkpoints/results/arith.json
+fi
