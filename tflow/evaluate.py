@@ -16,6 +16,7 @@ import json
 import os
 import random
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         variants["tflow_swapped_fact"] = _swapped(a.seed)
     results = evaluate(pipe, examples, variants, a.batch_size)
     print(format_table(a.task, results))
-    report = {"task": a.task, "limit": a.limit, "seed": a.seed, "split": "test", "model": a.model, "generator": generator,
+    report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": a.limit, "seed": a.seed, "split": "test", "model": a.model, "generator": generator,
               "static_adapter": static, "decoding": "greedy", "results": results, "savings": savings(results)}
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))

@@ -1,0 +1,86 @@
+"""The task suite: surface forms, disjoint seeded splits, answer extraction, JSONL loading."""
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from tflow import tasks
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+def test_train_and_test_splits_are_disjoint_and_seeded(task):
+    train = tasks.examples(task, "train", 400, seed=0)
+    test = tasks.examples(task, "test", 100, seed=0)
+    assert not {e.key for e in train} & {e.key for e in test}
+    assert tasks.examples(task, "test", 100, seed=0) == test
+    assert len({e.key for e in test}) == 100
+    assert all(tasks.is_correct(e.target, e.answer) for e in train[:50])
+
+
+def test_relay_has_the_documented_surface_form():
+    for e in tasks.examples("relay", "test", 100):
+        fact = e.contexts[0]
+        m = re.fullmatch(r"The (code|key|pin) is (\d+)\.", fact)
+        assert m, fact
+        q = re.fullmatch(rf"What is the {m.group(1)}(?: (plus|minus) (\d))?\?", e.question)
+        assert q, e.question
+        value = int(m.group(2))
+        want = value if q.group(1) is None else value + int(q.group(2)) if q.group(1) == "plus" else value - int(q.group(2))
+        assert e.answer == str(want)
+
+
+def test_relay_values_ending_in_seven_never_reach_training():
+    assert not any(e.contexts[0].endswith("7.") for e in tasks.examples("relay", "train", 1000))
+    draw = tasks.stream("relay", seed=3)
+    assert not any(draw().contexts[0].endswith("7.") for _ in range(500))
+    assert any(e.contexts[0].endswith("7.") for e in tasks.examples("relay", "test", 300))
+
+
+def test_split_gives_each_sender_one_fact_and_asks_the_total():
+    e = tasks.examples("split", "test", 1)[0]
+    a, b = (int(re.search(r"\d+", c).group()) for c in e.contexts)
+    assert e.answer == str(a + b) and "How many" in e.question
+
+
+def test_swapped_fact_changes_the_answer_accordingly():
+    rng = random.Random(0)
+    for e in tasks.examples("relay", "test", 50):
+        s = tasks.swap_fact(e, rng)
+        assert s.question == e.question and s.contexts != e.contexts
+        delta = int(s.contexts[0].split()[-1].rstrip(".")) - int(e.contexts[0].split()[-1].rstrip("."))
+        assert int(s.answer) - int(e.answer) == delta
+
+
+@pytest.mark.parametrize("text, want", [
+    ("She has 3 + 4 = 7 apples.\n#### 7", "7"),
+    ("so the answer is \\boxed{1,234}", "1234"),
+    ("47 + 5 = 52", "52"),
+    ("The result is 12.0", "12"),
+    ("no number here", None),
+])
+def test_answer_extraction(text, want):
+    assert tasks.extract_answer(text) == want
+
+
+def test_gsm8k_jsonl_files_load_with_their_final_answers(tmp_path):
+    path = tmp_path / "gsm.jsonl"
+    rows = [{"question": f"Q{i}: what is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(200)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    test = tasks.examples(f"jsonl:{path}", "test", 1000)
+    train = tasks.examples(f"jsonl:{path}", "train", 1000)
+    assert len(test) + len(train) == 200 and test
+    assert all(e.answer == str(int(e.question.split()[3]) + 1) for e in test)
+
+
+def test_bad_task_inputs_are_readable_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.examples("poetry", "test", 3)
+    with pytest.raises(ValueError, match="no such JSONL"):
+        tasks.examples(f"jsonl:{tmp_path / 'missing.jsonl'}", "test", 3)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "x", "answer": "no final answer"}\n')
+    with pytest.raises(ValueError, match="no final answer"):
+        tasks.examples(f"jsonl:{bad}", "train", 3)

@@ -1,0 +1,108 @@
+"""Training and evaluation CLIs: smoke runs on a tiny backbone (a few steps, never the
+real training), resume, the static PEFT ablation, data-parallel accelerate, and the
+shipped embedded checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tflow import Pipeline, tasks
+from tflow.evaluate import main as evaluate_main
+from tflow.generator import ParameterGenerator
+from tflow.lora import infer_targets
+from tflow.peft_io import load_peft_adapter
+from tflow.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ROOT / "checkpoints" / "tiny-qwen3"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, make_qwen3):
+    backbone = make_qwen3(seed=11)
+    out = tmp_path_factory.mktemp("tiny")
+    backbone.model.generation_config.eos_token_id = backbone.tokenizer.eos_token_id
+    backbone.model.generation_config.pad_token_id = backbone.tokenizer.pad_token_id
+    backbone.model.save_pretrained(out)
+    backbone.tokenizer.save_pretrained(out)
+    return out
+
+
+SMALL = ["--batch-size", "4", "--eval-size", "4", "--d-model", "32", "--chunk-size", "64", "--threads", "1"]
+
+
+def test_generator_training_saves_a_loadable_checkpoint_and_resumes(model_dir, tmp_path):
+    out = tmp_path / "gen"
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(out), "--steps", "3", "--eval-every", "2", *SMALL])
+    meta = json.loads((out / "generator_config.json").read_text())["meta"]
+    assert meta["task"] == "relay" and meta["steps"] == 3 and 0.0 <= meta["dev_accuracy"] <= 1.0
+    assert [h["step"] for h in meta["history"]] == [2, 3]
+    first = (out / "generator.safetensors").read_bytes()
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(out), "--steps", "5", "--eval-every", "5", "--resume", *SMALL])
+    meta = json.loads((out / "generator_config.json").read_text())["meta"]
+    assert meta["steps"] == 5 and (out / "generator.safetensors").read_bytes() != first
+    pipe = Pipeline.from_pretrained(str(model_dir), generator=str(out))
+    assert pipe.generator_trained  # training moved the zero-initialised B head
+    assert pipe.run("What is the code?", "tflow", "The code is 12.", max_new_tokens=3).usage.total_tokens > 0
+
+
+def test_static_lora_training_writes_a_peft_adapter_usable_as_mode_static(model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "static"
+    train_main(["--task", "relay", "--static", "--model", str(model_dir), "--out", str(out), "--steps", "3", "--eval-every", "3", *SMALL])
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out)  # PEFT itself reads it
+    pipe = Pipeline.from_pretrained(str(model_dir), static_adapter=str(out))
+    assert pipe.run("What is the pin?", "static", max_new_tokens=3).perturbation.senders == ("static",)
+    adapter = load_peft_adapter(out, infer_targets(pipe.backbone.model))
+    assert float(adapter.B["self_attn.q_proj"].abs().sum()) > 0
+
+
+def test_accelerate_data_parallel_training_with_two_cpu_processes(model_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tflow.train", "--task", "split",
+           "--model", str(model_dir), "--out", str(out), "--steps", "2", "--eval-every", "2", *SMALL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "generator_config.json").read_text())["meta"]
+    assert meta["processes"] == 2 and meta["steps"] == 2
+
+
+def test_evaluate_writes_the_documented_json_and_csv(model_dir, tmp_path, capsys):
+    gen = tmp_path / "gen"
+    train_main(["--task", "split", "--model", str(model_dir), "--out", str(gen), "--steps", "1", "--eval-every", "1", *SMALL])
+    out = tmp_path / "eval.json"
+    evaluate_main(["--task", "split", "--model", str(model_dir), "--generator", str(gen), "--modes", "single,textmas,tflow",
+                   "--limit", "3", "--shuffle-conditions", "--sender-ablation", "--json", str(out), "--threads", "1"])
+    report = json.loads(out.read_text())
+    assert report["task"] == "split"
+    assert set(report["results"]) == {"single", "textmas", "tflow", "tflow_shuffled", "tflow_only_strategist", "tflow_only_knowledge_extractor"}
+    for r in report["results"].values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_per_query"] > 0 and r["seconds_per_query"] > 0
+    assert report["results"]["textmas"]["tokens_per_query"] > report["results"]["single"]["tokens_per_query"]
+    assert out.with_suffix(".csv").read_text().startswith("task,mode,accuracy")
+    assert "| tflow |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "relay").is_dir(), reason="embedded checkpoints not built")
+def test_embedded_backbone_and_relay_generator_answer_from_weights_alone():
+    pipe = Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "relay"), device="cpu")
+    assert pipe.generator.meta["task"] == "relay"
+    examples = tasks.examples("relay", "test", 20, seed=0)
+    qs, ctx = [e.question for e in examples], [e.contexts for e in examples]
+    tflow = pipe.run_batch(qs, "tflow", ctx, max_new_tokens=16)
+    single = pipe.run_batch(qs, "single", ctx, max_new_tokens=16)
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(tflow, examples)) >= 17
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(single, examples)) <= 2
+    assert all(torch.isfinite(r.perturbation.B["self_attn.q_proj"]).all() for r in tflow)
+    assert ParameterGenerator.from_pretrained(ROOT / "checkpoints" / "generators" / "relay", infer_targets(pipe.backbone.model)).is_trained
