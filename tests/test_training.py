@@ -68,7 +68,7 @@ def test_static_lora_training_writes_a_peft_adapter_usable_as_mode_static(model_
 
 def test_accelerate_data_parallel_training_with_two_cpu_processes(model_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tflow.train", "--task", "split",
            "--model", str(model_dir), "--out", str(out), "--steps", "2", "--eval-every", "2", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

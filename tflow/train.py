@@ -2,7 +2,7 @@
 
     python -m tflow.train --task relay --steps 1000
     python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
-    accelerate launch --num_processes 2 -m tflow.train --task relay  # data parallel
+    accelerate launch --multi_gpu --num_processes 2 -m tflow.train --task relay  # data parallel (GPUs, or CPU processes with gloo)
 
 Objective: teacher-forced cross-entropy of the reference answer under the receiver,
 which sees only the question while the fused perturbation generated from the senders'
@@ -30,7 +30,9 @@ from tqdm import tqdm
 from . import lora, tasks
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-from .agents import Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, sender_states
+from .agents import (
+    Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, sender_states,
+)
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
 from .modes import Pipeline, normalise_contexts
 from .peft_io import target_regex
@@ -164,7 +166,8 @@ class _Objective:
 
 def train(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
-    accel = Accelerator(cpu=cfg.device == "cpu")
+    # cpu=True is what makes accelerate use gloo across CPU processes (MULTI_CPU).
+    accel = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     backbone = load_backbone(cfg.model, device=accel.device if cfg.device == "auto" else cfg.device)
     roles = Roles()
     obj = _Objective(cfg, backbone, roles)
