@@ -192,7 +192,7 @@ class ParameterGenerator(nn.Module):
         A, B = self._detokenize(x, bsz, s)
         return Perturbation(
             spec=self.spec, A=A, B=B, weights=weights, scaling=self.config.alpha / self.config.rank,
-            senders=tuple(senders), layer_weights=self.aggregator.weights(),
+            senders=tuple(senders), layer_weights=self.aggregator.weights(), extra={"backbone_name": self.backbone_name},
         )
 
     def _detokenize(self, x: torch.Tensor, bsz: int, s: int) -> tuple[dict, dict]:

@@ -198,22 +198,26 @@ class Pipeline:
                    senders_read, keep_senders)
         return getattr(job, mode)()
 
-    def condition(self, questions: Sequence[str], contexts: Sequence[Sequence[str | None]], roles: Roles):
+    def condition(self, questions: Sequence[str], contexts: Sequence[Sequence[str | None]], roles: Roles,
+                  on_stage: Callable[[str], None] | None = None):
         """Sender pass + generator for a batch, cached per (question, contexts, roles).
 
-        Returns (perturbation, sender states per query, sender prompts per query, seconds of sender pass, of generator)."""
+        Returns (perturbation, sender states per query, sender prompts per query, seconds of
+        sender pass, of generator); a cache hit reports the seconds the first computation took."""
         key = (tuple(questions), tuple(map(tuple, contexts)), roles)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit[:3] + (0.0, 0.0)
+                return hit
         t0 = time.perf_counter()
         prompts = [[build_prompt(self.backbone, a, q, c) for a, c in zip(roles.senders, ctx)] for q, ctx in zip(questions, contexts)]
         flat = [p for row in prompts for p in row]
         self._check_fits(flat, 0)
         states = sender_states(self.backbone, flat)
         t1 = time.perf_counter()
+        if on_stage is not None:
+            on_stage("generator")
         s = len(roles.senders)
         with torch.inference_mode():
             pert = self.generator(*stack_conditions(states, s), tuple(a.role for a in roles.senders))
@@ -224,12 +228,12 @@ class Pipeline:
              for j, (a, p) in enumerate(zip(roles.senders, row))]
             for i, row in enumerate(prompts)
         ]
-        out = (pert, views, prompts)
+        out = (pert, views, prompts, t1 - t0, t2 - t1)
         with self._cache_lock:
             self._cache[key] = out
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return out + (t1 - t0, t2 - t1)
+        return out
 
     def clear_cache(self) -> None:
         with self._cache_lock:
@@ -323,7 +327,7 @@ class _Job:
 
     def tflow(self) -> list[RunResult]:
         self.on_stage("senders")
-        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.sender_questions, self.contexts, self.roles)
+        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.sender_questions, self.contexts, self.roles, self.on_stage)
         if self.keep_senders is not None:
             pert = pert.only(self.keep_senders)
         usage = [{a.role: (len(p.input_ids), 0, 0) for a, p in zip(self.roles.senders, row)} for row in prompts]

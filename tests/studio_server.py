@@ -1,0 +1,90 @@
+"""One TFlow Studio process per test session, shared by the API and browser tests.
+
+Both test modules call `studio()`; the first call starts `python app.py` on a free port
+and waits until it serves, later calls with the same extra arguments get the same
+process, and every process is stopped when the test session's interpreter exits. By default the app runs on the embedded
+checkpoints; TFLOW_STUDIO_MODEL / TFLOW_STUDIO_CHECKPOINTS point it elsewhere.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 240
+
+
+@dataclass
+class Studio:
+    """A running app: where it serves, what it loaded and its log."""
+
+    url: str
+    model: str
+    checkpoints: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+_RUNNING: dict[tuple[str, ...], Studio] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def studio(extra_args: list[str] | None = None) -> Studio:
+    """The app process for these extra `app.py` arguments, started on first use; raises with the app's log if it cannot start."""
+    key = tuple(extra_args or ())
+    if key in _RUNNING and _RUNNING[key].process.poll() is None:
+        return _RUNNING[key]
+    model = os.environ.get("TFLOW_STUDIO_MODEL", str(ROOT / "checkpoints" / "tiny-qwen3"))
+    checkpoints = os.environ.get("TFLOW_STUDIO_CHECKPOINTS", str(ROOT / "checkpoints"))
+    if not Path(model).is_dir():
+        raise RuntimeError(f"backbone {model} is missing: build the embedded checkpoints or set TFLOW_STUDIO_MODEL")
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="tflow-studio-test-")) / "app.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--model", model, "--checkpoints", checkpoints, "--device", "cpu",
+             "--host", "127.0.0.1", "--port", str(port), *key],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    running = Studio(f"http://127.0.0.1:{port}/", model, checkpoints, process, log)
+    atexit.register(running.stop)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}:\n{running.log_tail()}")
+        try:
+            with urllib.request.urlopen(running.url + "config", timeout=2) as r:
+                if r.status == 200:
+                    _RUNNING[key] = running
+                    return running
+        except OSError:
+            time.sleep(0.5)
+    running.stop()
+    raise RuntimeError(f"the app did not serve within {STARTUP_TIMEOUT_S} s:\n{running.log_tail()}")

@@ -1,0 +1,207 @@
+"""TFlow Studio in real headless Chromium: an example through every mode, the charts, the PEFT
+download reproducing the TFlow answer, history, bad input, and a screenshot of every tab."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from studio_server import Studio, studio
+from tflow.ui import MAX_NEW_TOKENS
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("TFLOW_STUDIO_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TABS = ("Ask", "Compare", "Perturbation", "Activations", "History")
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def app() -> Studio:
+    return studio()
+
+
+@pytest.fixture(scope="module")
+def session(app: Studio) -> Iterator[Session]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run tests/run.sh (it installs it) or set TFLOW_STUDIO_CHROMIUM")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app.url)
+        page.wait_for_selector("#studio-header")
+        yield Session(page)
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=re.compile(rf"· {name}$")).click()
+
+
+def status(page) -> str:
+    return page.locator("#run-status").inner_text()
+
+
+@dataclass
+class Session:
+    """The browser page on the app and how many runs it has made (runs are numbered per page)."""
+
+    page: Any
+    runs: int = 0
+
+    def run(self, refusal: str | None = None) -> str:
+        """Press Run and wait until the status line reports this run done, or the expected refusal; return the status."""
+        expect = f"Run #{self.runs + 1} done." if refusal is None else refusal
+        self.page.click("#run-btn")
+        self.page.wait_for_function("expect => document.querySelector('#run-status').innerText.includes(expect)", arg=expect)
+        self.runs += refusal is None
+        return status(self.page)
+
+
+def wait_for_figure(page, elem_id: str, title: str) -> None:
+    """Wait until the plotly figure in #elem_id is drawn with `title` (not its placeholder)."""
+    page.wait_for_function("([id, title]) => { const el = document.querySelector('#' + id + ' .js-plotly-plot .main-svg');"
+                           " return el !== null && document.querySelector('#' + id).textContent.includes(title); }", arg=[elem_id, title])
+
+
+def assert_no_error_toast(page) -> None:
+    """Gradio shows a failing event (a bug, not bad input) as an error pop-up."""
+    errors = page.locator('[data-testid="toast-body"].error')
+    assert not errors.count(), errors.first.inner_text()
+
+
+def dismiss_toasts(page) -> None:
+    """Close the pop-up messages so a screenshot shows the page under them."""
+    assert_no_error_toast(page)
+    for _ in range(10):
+        close = page.locator('[data-testid="toast-close"]')
+        if not close.count():
+            return
+        close.first.click()
+        page.wait_for_timeout(300)
+
+
+def shoot(page, tmp: Path, name: str) -> None:
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(tmp / f"{name}.png"), full_page=True)
+
+
+def visible_modes(page) -> list[str]:
+    return [m for m in ("single", "textmas", "tflow", "static") if page.locator(f"#col-{m}").is_visible()]
+
+
+def peft_answer(model_dir: str, adapter_zip: Path, question: str, max_new_tokens: int) -> str:
+    """Greedy answer of the backbone + the downloaded adapter, loaded by PEFT itself."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tflow.agents import EXECUTOR, Backbone, GenerationSettings, build_prompt, generate
+
+    torch.set_num_threads(1)
+    adapter = adapter_zip.with_suffix("")
+    with zipfile.ZipFile(adapter_zip) as zf:
+        assert sorted(zf.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+        zf.extractall(adapter)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), str(adapter))
+    backbone = Backbone(model, tokenizer, model_dir)
+    prompt = build_prompt(backbone, EXECUTOR, question).input_ids
+    return generate(backbone, [prompt], max_new_tokens, GenerationSettings(max_new_tokens=max_new_tokens))[0].text
+
+
+def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Path) -> None:
+    page = session.page
+    shoot(page, tmp_path, "0-ask-empty")
+    page.locator("#examples tbody tr").first.click()
+    page.wait_for_function("() => document.querySelector('#question textarea').value.length > 0")
+    question = page.locator("#question textarea").input_value()
+    assert page.locator("#ctx-0 textarea").input_value(), "the example filled no private context"
+    shoot(page, tmp_path, "1-ask")
+
+    session.run()
+    modes = visible_modes(page)
+    assert {"single", "textmas", "tflow"} <= set(modes)
+    if any(Path(app.checkpoints, "static").glob("*/adapter_config.json")):
+        assert "static" in modes, "a static adapter exists but Static LoRA did not run"
+    for mode in modes:
+        assert page.locator(f"#answer-{mode} textarea").input_value().strip(), f"{mode} shows no answer"
+        assert "processed tokens" in page.locator(f"#info-{mode}").inner_text()
+    for chart, title in (("chart-tokens", "Processed tokens per mode"), ("chart-time", "Wall time per mode"),
+                         ("chart-savings", "TFlow's savings")):
+        wait_for_figure(page, chart, title)
+    shoot(page, tmp_path, "2-compare")
+
+    open_tab(page, "Perturbation")
+    for plot, title in (("pert-heatmap", "Size of ΔW"), ("pert-spectrum", "Singular values"), ("pert-share", "share, per layer"),
+                        ("pert-layers", "Layer aggregator"), ("pert-fusion", "Fusion weights")):
+        wait_for_figure(page, plot, title)
+    shoot(page, tmp_path, "3-perturbation")
+    with page.expect_download() as download:
+        page.click("#download-peft")
+    adapter_zip = tmp_path / "tflow-peft-adapter.zip"
+    download.value.save_as(adapter_zip)
+    tflow_answer = page.locator("#answer-tflow textarea").input_value()
+    assert peft_answer(app.model, adapter_zip, question, max_new_tokens=MAX_NEW_TOKENS) == tflow_answer
+
+    open_tab(page, "Activations")
+    wait_for_figure(page, "hidden-plot", "hidden states on the question tokens")
+    page.click("#queries-btn")
+    wait_for_figure(page, "queries-plot", "One point per query")
+    page.wait_for_function("() => document.body.innerText.includes('Relative spread')")
+    shoot(page, tmp_path, "4-activations")
+
+    open_tab(page, "History")
+    page.locator('#history-table [data-testid="cell-0-2"]').click()
+    page.wait_for_function("() => document.querySelector('#run-status').innerText.includes('again (from History)')")
+    assert page.locator("#answer-tflow textarea").input_value() == tflow_answer
+    open_tab(page, "History")
+    shoot(page, tmp_path, "5-history")
+    assert_no_error_toast(page)
+
+
+def test_bad_input_is_explained_and_the_app_keeps_serving(session: Session, tmp_path: Path) -> None:
+    page = session.page
+    open_tab(page, "Ask")
+    page.fill("#ctx-0 textarea", "The code is 47.")
+    page.fill("#question textarea", "")
+    assert "Cannot run" in session.run(refusal="the question is empty")
+    assert page.locator("#ctx-0 textarea").input_value() == "The code is 47.", "the user's context was lost"
+
+    huge = "x " * 50_000
+    page.fill("#question textarea", huge)
+    text = session.run(refusal="shorten the question")
+    assert "Cannot run" in text and "the model's context is only" in text, text
+    open_tab(page, "Ask")
+    assert page.locator("#question textarea").input_value() == huge, "the user's question was lost"
+    shoot(page, tmp_path, "6-too-long")
+
+    page.locator("#generator input").click()
+    page.get_by_role("option", name=re.compile(r"^none")).click()
+    page.wait_for_function("() => document.querySelector('#studio-header').innerText.includes('untrained generator: perturbation is zero')")
+    page.fill("#question textarea", "What is the code plus 5?")
+    page.locator("#reference").get_by_role("textbox").fill("52")
+    text = session.run()
+    assert "generator is untrained" in text and "cannot reach the TFlow receiver" in text, text
+    dismiss_toasts(page)
+    shoot(page, tmp_path, "7-untrained-generator")
+
+    open_tab(page, "Ask")
+    page.locator("#examples tbody tr").nth(1).click()
+    page.wait_for_function("() => !document.querySelector('#studio-header').innerText.includes('untrained generator')")
+    text = session.run()
+    assert "⚠" not in text, text
+    assert page.locator("#answer-tflow textarea").input_value().strip()
+    assert_no_error_toast(page)

@@ -1,0 +1,95 @@
+"""TFlow Studio through its API (gradio_client), and the examples asset.
+
+The app process is shared with the browser test (tests/studio_server.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from gradio_client import Client
+
+from studio_server import studio
+from tflow import tasks
+from tflow.ui import ASSETS, build_examples
+
+ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static", "/perturbation_source",
+           "/perturbation_view", "/perturbation_layer", "/perturbation_module", "/across_queries",
+           "/across_queries_features", "/across_queries_colour", "/history_select", "/hidden_states", "/health"}
+
+
+def test_examples_asset_is_generated_from_the_test_split() -> None:
+    shipped = json.loads((ASSETS / "examples.json").read_text())
+    assert shipped == build_examples()
+    assert {e["task"] for e in shipped} == set(tasks.TASKS)
+    for e in shipped:
+        test_split = tasks.examples(e["task"], "test", 4, seed=0)
+        assert any(ex.question == e["question"] and ex.answer == e["answer"] for ex in test_split)
+
+
+@pytest.fixture(scope="module")
+def client() -> Client:
+    return Client(studio().url, verbose=False)
+
+
+def split_example() -> dict:
+    return next(e for e in build_examples() if e["task"] == "split")
+
+
+def test_every_action_has_an_api_name(client: Client) -> None:
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert ACTIONS <= named, ACTIONS - named
+
+
+def test_ask_runs_every_mode_with_full_accounting(client: Client) -> None:
+    ex = split_example()
+    before = client.predict(api_name="/health")
+    out = client.predict(question=ex["question"], contexts=ex["contexts"], reference=ex["answer"], api_name="/ask")
+    after = client.predict(api_name="/health")
+    assert before["weights_sha256"] == after["weights_sha256"] and not after["patched"], "a run changed the backbone"
+    assert out["errors"] == {}
+    results = out["results"]
+    assert {"single", "textmas", "tflow"} <= set(results)
+    assert ("static" in results) == (out["static"] != "none")
+    for mode, r in results.items():
+        assert isinstance(r["answer"], str) and isinstance(r["correct"], bool), mode
+        assert r["tokens"] == sum(u["prompt"] + u["generated"] for u in r["tokens_by_agent"].values()), mode
+        assert r["wall_s"] > 0 and r["kv_cache_bytes"] > 0, mode
+    senders = {"Strategist", "Knowledge Extractor"}
+    assert senders <= set(results["tflow"]["tokens_by_agent"])
+    assert all(results["tflow"]["tokens_by_agent"][s]["generated"] == 0 for s in senders), "TFlow senders must not generate"
+    assert set(results["textmas"]["messages"]) == senders
+    assert {"sender_pass", "generator", "receiver"} <= set(results["tflow"]["timings_s"])
+
+
+def test_bad_input_is_a_readable_error_and_the_app_keeps_serving(client: Client) -> None:
+    for kwargs, message in [
+        ({"question": "   "}, "the question is empty"),
+        ({"question": "x " * 50_000}, "shorten the question"),
+        ({"question": "What is the key?", "generator": "no-such-generator"}, "unknown generator"),
+        ({"question": "What is the key?", "modes": ["static"], "static": "none"}, "needs a static adapter"),
+        ({"question": "What is the key?", "max_new_tokens": 0}, "max_new_tokens must be an integer"),
+        ({"question": "What is the key?", "contexts": ["a", "b", "c"]}, "3 private contexts for 2 senders"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            client.predict(**kwargs, api_name="/ask")
+    out = client.predict(question="What is the key?", modes=["single"], api_name="/ask")
+    assert out["results"]["single"]["tokens"] > 0
+
+
+def test_a_context_without_a_trained_generator_is_flagged(client: Client) -> None:
+    out = client.predict(question="What is the code plus 5?", contexts=["The code is 47.", "The code is 47."],
+                         generator="none", modes=["tflow"], api_name="/ask")
+    assert "generator is untrained" in out["warning"]
+    assert out["results"]["tflow"]["tokens"] > 0
+
+
+def test_the_ui_run_endpoint_streams_to_a_finished_run(client: Client) -> None:
+    ex = split_example()
+    job = client.submit(ex["question"], *ex["contexts"], ex["answer"], ["single", "tflow"], "none", "none", 8, 8, "greedy",
+                        1.0, 1.0, 0, "You are the Strategist. Say how to approach the problem.",
+                        "You are the Knowledge Extractor. State the facts the problem needs.",
+                        "You are the Executor. Solve the problem and give the final answer.", "tflow", "fused", 0,
+                        "self_attn.q_proj", api_name="/run")
+    final = job.result(timeout=120)
+    status = final[0]
+    assert "Run #1 done." in status and "Single ✓" in status and "TFlow ✓" in status
