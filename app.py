@@ -16,6 +16,7 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GR
     os.environ.setdefault(_key, _value)
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait in the queue")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)")
     return parser.parse_args(argv)
 
 
@@ -38,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from tflow.ui import StudioConfig, launch
 
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: listening on {args.host}: anyone who can reach this machine can use the app and its model.",
+              file=sys.stderr)
     cfg = StudioConfig(model=args.model, generator=args.generator, checkpoints=args.checkpoints, device=args.device,
-                       concurrency=args.concurrency, max_queue=args.max_queue)
+                       concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
     try:
         launch(cfg, host=args.host, port=args.port)
     except ValueError as e:  # a model or device that cannot be loaded: say so, no traceback

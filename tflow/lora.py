@@ -112,15 +112,6 @@ class Perturbation:
         keep[:, list(senders)] = 1.0
         return replace(self, weights=self.weights * keep)
 
-    def detach(self) -> Perturbation:
-        return replace(
-            self,
-            A={k: v.detach() for k, v in self.A.items()},
-            B={k: v.detach() for k, v in self.B.items()},
-            weights=self.weights.detach(),
-            layer_weights=None if self.layer_weights is None else self.layer_weights.detach(),
-        )
-
     def stacked(self, layer: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(A_cat (batch, S*r, in), B_cat (batch, out, S*r)) with w_i * alpha/r folded into B."""
         a = self.A[name][:, :, layer]  # (b, S, r, in)

@@ -68,6 +68,7 @@ class StudioConfig:
     checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
     device: str = "auto"
     concurrency: int = 1  # runs at once (the model is shared; more mostly splits the same compute)
+    trust_remote_code: bool = False  # run a model repository's own Python code: only when the user asks
     max_queue: int = 16
 
 
@@ -116,7 +117,7 @@ class Studio:
 
     def __init__(self, cfg: StudioConfig):
         self.cfg = cfg
-        self.backbone = load_backbone(cfg.model, cfg.device)
+        self.backbone = load_backbone(cfg.model, cfg.device, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
         self.notes: list[str] = []
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
