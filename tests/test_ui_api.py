@@ -93,3 +93,21 @@ def test_the_ui_run_endpoint_streams_to_a_finished_run(client: Client) -> None:
     final = job.result(timeout=120)
     status = final[0]
     assert "Run #1 done." in status and "Single ✓" in status and "TFlow ✓" in status
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_the_model_clean(client: Client) -> None:
+    import time
+
+    ex = split_example()
+    reference = client.predict(question=ex["question"], contexts=ex["contexts"], modes=["tflow"], api_name="/ask")
+    before = client.predict(api_name="/health")
+    job = client.submit(ex["question"], *ex["contexts"], ex["answer"], ["textmas", "tflow"], api_name="/run")
+    deadline = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < deadline:  # the run has started streaming
+        time.sleep(0.05)
+    job.cancel()
+    time.sleep(1.0)
+    after = client.predict(api_name="/health")
+    assert after["weights_sha256"] == before["weights_sha256"] and not after["patched"]
+    again = client.predict(question=ex["question"], contexts=ex["contexts"], modes=["tflow"], api_name="/ask")
+    assert again["results"]["tflow"]["answer"] == reference["results"]["tflow"]["answer"]

