@@ -103,14 +103,14 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
     return {"batch": len(qs), "queries_per_s_batch1": one, f"queries_per_s_batch{len(qs)}": many, "speedup": many / one}
 
 
-def tasks_workload(model: str, queries: int, device: str) -> dict:
+def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto") -> dict:
     backbone = load_backbone(model, device=device)
     out = {}
     for task in tasks.TASKS:
         gen_dir = Path("checkpoints/generators") / task
         spec = lora.infer_targets(backbone.model)
         gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
-        pipe = Pipeline(backbone, gen)
+        pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=24, sender_max_new_tokens=48)
         modes = interleaved(pipe, qs[: queries + 2], settings)
@@ -138,19 +138,20 @@ def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
     return text
 
 
-def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, message: int, answer: int, question: int, queries: int) -> dict:
+def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, message: int, answer: int, question: int,
+                   queries: int, merge: bool | str = "auto") -> dict:
     backbone = shape_backbone(tokenizer_dir, layers, device, dtype)
     spec = lora.infer_targets(backbone.model)
     gen = ParameterGenerator(GeneratorConfig(d_model=256, chunk_size=256, n_heads=4), spec, backbone.name)
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
-    pipe = Pipeline(backbone, gen)
+    pipe = Pipeline(backbone, gen, merge=merge)
     settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
     modes = interleaved(pipe, qs, settings)
     return {"config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
                        "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,
-                       "parameters": backbone.num_parameters},
+                       "parameters": backbone.num_parameters, "merge": merge},
             "modes": modes, "ratios": ratios(modes)}
 
 
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--question-tokens", type=int, default=64)
     p.add_argument("--queries", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -187,12 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     if torch.cuda.is_available():
         report["device_name"] = torch.cuda.get_device_name()
     if a.workload in ("tasks", "both"):
-        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device)
+        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device, merge=False if a.no_merge else "auto")
         for task, block in report["tasks"].items():
             _print(f"tasks: {task}", block)
     if a.workload in ("shape", "both"):
         layers = a.layers or (28 if resolve_device(a.device).type == "cuda" else 4)
-        report["shape"] = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries)
+        report["shape"] = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries,
+                                         merge=False if a.no_merge else "auto")
         report["ratios"] = report["shape"]["ratios"]
         _print(f"shape: {report['shape']['config']['model']}", report["shape"])
     if a.json:

@@ -116,8 +116,12 @@ class Pipeline:
         roles: Roles | None = None,
         static: lora.Perturbation | None = None,
         cache_size: int = 64,
+        merge: bool | str = "auto",
     ):
+        """merge: how perturbations are applied while decoding (see `lora.apply`): "auto" merges
+        dW into per-request weight copies for a single query, False always uses the low-rank path."""
         self.backbone = backbone
+        self.merge = merge
         self.roles = roles or Roles()
         self.spec = lora.infer_targets(backbone.model)
         self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name)
@@ -306,7 +310,7 @@ class _Job:
         return self._results("single", gens, {"receiver": t}, [{} for _ in gens])
 
     def static(self) -> list[RunResult]:
-        with lora.apply(self.pipe.backbone.model, self.pipe.static):
+        with lora.apply(self.pipe.backbone.model, self.pipe.static, self.pipe.merge):
             gens, t = self._receiver()
         return self._results("static", gens, {"receiver": t}, [{} for _ in gens], perturbation=[self.pipe.static] * self.n)
 
@@ -331,7 +335,7 @@ class _Job:
         if self.keep_senders is not None:
             pert = pert.only(self.keep_senders)
         usage = [{a.role: (len(p.input_ids), 0, 0) for a, p in zip(self.roles.senders, row)} for row in prompts]
-        with lora.apply(self.pipe.backbone.model, pert):
+        with lora.apply(self.pipe.backbone.model, pert, self.pipe.merge):
             gens, t = self._receiver()
         per_sample = [pert.sample(i) for i in range(self.n)]
         return self._results("tflow", gens, {"sender_pass": t_send, "generator": t_gen, "receiver": t}, usage,
