@@ -20,7 +20,7 @@ def provenance() -> list[str]:
     card = json.loads((CKPT / "tiny-qwen3" / "card.json").read_text())
     lines = ["## Provenance", "",
              f"- backbone `checkpoints/tiny-qwen3`: {card['parameters']:,} parameters, pretrained from scratch in "
-             f"{len(card['stages'])} stages, {sum(s['seconds'] for s in card['stages']) / 60:.0f} CPU minutes in all "
+             f"{len(card['stages'])} stages, {sum(s['seconds'] for s in card['stages']) / 60:.0f} wall-clock minutes in all on 2 CPU cores "
              f"(stages and their data mixes in `card.json`)."]
     for kind in ("generators", "static"):
         for d in sorted((CKPT / kind).glob("*")):
@@ -28,7 +28,7 @@ def provenance() -> list[str]:
             meta = json.loads(meta_file.read_text())
             meta = meta.get("meta", meta)
             lines.append(f"- {kind[:-1] if kind == 'generators' else 'static LoRA'} `{d.relative_to(ROOT)}`: task {meta['task']}, "
-                         f"{meta['steps']} steps, seed {meta['seed']}, {meta['seconds'] / 60:.1f} CPU minutes, dev accuracy "
+                         f"{meta['steps']} steps, seed {meta['seed']}, {meta['seconds'] / 60:.1f} wall-clock minutes, dev accuracy "
                          f"{100 * meta['dev_accuracy']:.0f}% ({meta['dev_set']}).")
     return lines
 
