@@ -1,0 +1,25 @@
+"""The benchmark CLI runs end to end and reports the documented ratios (a smoke run with tiny
+lengths; performance itself is read from the benchmark's output, never asserted on timings)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tflow.bench import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "6", "-R", "4",
+          "--question-tokens", "8", "--queries", "1", "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    ratios = report["ratios"]
+    assert {"tflow_over_textmas_time", "tflow_over_textmas_tokens", "tflow_over_single_time", "per_token_overhead"} <= set(ratios)
+    modes = report["shape"]["modes"]
+    assert modes["textmas"]["generated_tokens"] == 2 * 6 + 4 and modes["tflow"]["generated_tokens"] == 4  # EOS ignored
+    assert ratios["tflow_receiver_prefill_equals_single"] is True
+    assert modes["textmas"]["receiver_prefill_tokens"] > modes["single"]["receiver_prefill_tokens"]
+    assert set(modes["tflow"]["stages_median"]) == {"sender_pass", "generator", "receiver", "total"}
+    assert "ratios:" in capsys.readouterr().out
