@@ -106,3 +106,20 @@ def test_embedded_backbone_and_relay_generator_answer_from_weights_alone():
     assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(single, examples)) <= 2
     assert all(torch.isfinite(r.perturbation.B["self_attn.q_proj"]).all() for r in tflow)
     assert ParameterGenerator.from_pretrained(ROOT / "checkpoints" / "generators" / "relay", infer_targets(pipe.backbone.model)).is_trained
+
+
+def test_pretrain_makes_a_backbone_that_plain_transformers_loads(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tflow.pretrain import main as pretrain_main
+
+    out = tmp_path / "backbone"
+    pretrain_main(["--out", str(out), "--steps", "2", "--batch-size", "4", "--vocab-size", "300", "--hidden-size", "32",
+                   "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1", "--head-dim", "16",
+                   "--intermediate-size", "64", "--threads", "1"])
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "qwen3" and tok.chat_template and (out / "chat_template.jinja").is_file()
+    card = json.loads((out / "card.json").read_text())
+    assert card["stages"][-1]["config"]["steps"] == 2 and card["parameters"] == sum(p.numel() for p in model.parameters())
+    assert tok.decode(tok("Ünïcode ☃ never seen").input_ids) == "Ünïcode ☃ never seen"  # byte-level: no OOV

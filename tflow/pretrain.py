@@ -26,7 +26,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from . import tasks
 from .agents import EXECUTOR, Backbone, Roles, build_prompt, load_backbone, pad_with_labels
 from .tokenizer import build_tokenizer
-from .train import cosine_lr
+from .train import add_config_flags, cosine_lr
 
 
 @dataclass
@@ -169,8 +169,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f, default in asdict(PretrainConfig()).items():
-        parser.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
+    add_config_flags(parser, PretrainConfig())
     card = pretrain(PretrainConfig(**vars(parser.parse_args(argv))))
     print(json.dumps({k: card[k] for k in ("parameters", "seconds", "final_loss_ema")}))
 

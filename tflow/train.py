@@ -19,7 +19,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -55,14 +55,7 @@ class TrainConfig:
     resume: bool = False
     threads: int = 2
     device: str = "auto"
-    rank: int = 4
-    alpha: float = 8.0
-    d_model: int = 96
-    n_heads: int = 4
-    n_blocks: int = 2
-    mlp_ratio: int = 2
-    chunk_size: int = 512
-    fusion: str = "gate"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # rank and alpha also shape --static
 
     def output_dir(self) -> Path:
         if self.out:
@@ -114,13 +107,12 @@ class _Objective:
         self.spec = lora.infer_targets(backbone.model)
         if cfg.static:
             torch.manual_seed(cfg.seed)
-            peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=target_regex(self.spec))
+            peft_cfg = LoraConfig(r=cfg.generator.rank, lora_alpha=cfg.generator.alpha, lora_dropout=0.0,
+                                  target_modules=target_regex(self.spec))
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
-            gcfg = GeneratorConfig(rank=cfg.rank, alpha=cfg.alpha, d_model=cfg.d_model, n_heads=cfg.n_heads,
-                                   n_blocks=cfg.n_blocks, mlp_ratio=cfg.mlp_ratio, chunk_size=cfg.chunk_size, fusion=cfg.fusion)
             torch.manual_seed(cfg.seed)
-            self.module = ParameterGenerator(gcfg, self.spec, backbone.name).to(backbone.device)
+            self.module = ParameterGenerator(cfg.generator, self.spec, backbone.name).to(backbone.device)
             self.pipe = Pipeline(backbone, self.module, roles)
 
     def parameters(self):
@@ -218,15 +210,26 @@ def train(cfg: TrainConfig) -> dict:
     return {"history": history, "out": str(out_dir)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f, default in asdict(TrainConfig()).items():
-        flag = f"--{f.replace('_', '-')}"
+def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per (scalar) field of a dataclass config, with its default and type."""
+    for f in fields(config):
+        if f.name in skip:
+            continue
+        default = getattr(config, f.name)
+        flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true")
         else:
             parser.add_argument(flag, type=type(default), default=default)
-    result = train(TrainConfig(**vars(parser.parse_args(argv))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_config_flags(parser, TrainConfig(), skip=("generator",))
+    add_config_flags(parser, GeneratorConfig())
+    args = vars(parser.parse_args(argv))
+    generator = GeneratorConfig(**{f.name: args.pop(f.name) for f in fields(GeneratorConfig)})
+    result = train(TrainConfig(**args, generator=generator))
     print(json.dumps(result["history"][-1:] if result["history"] else {}))
 
 
