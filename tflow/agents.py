@@ -229,6 +229,16 @@ def build_prompt(
     return Prompt(list(enc["input_ids"]), (inside[0], inside[-1] + 1))
 
 
+def sender_prompts(
+    backbone: Backbone,
+    senders: Sequence[Agent],
+    questions: Sequence[str],
+    contexts: Sequence[Sequence[str | None]],
+) -> list[Prompt]:
+    """Every sender's prompt for every question, query-major: [q0 s0, q0 s1, q1 s0, ...]."""
+    return [build_prompt(backbone, a, q, c) for q, ctx in zip(questions, contexts) for a, c in zip(senders, ctx)]
+
+
 def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

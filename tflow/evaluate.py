@@ -29,40 +29,25 @@ from .modes import Pipeline, RunResult
 Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
 
 
-def _plain(mode: str) -> Variant:
+ANSWER_TOKENS, MESSAGE_TOKENS = 24, 48
+
+
+def _variant(
+    mode: str = "tflow",
+    rewrite: Callable[[tasks.Example], tasks.Example] | None = None,
+    senders_read: Callable[[tasks.Example], tasks.Example] | None = None,
+    keep_senders: list[int] | None = None,
+) -> Variant:
+    """Run `mode` on a batch. rewrite: replace each example (scored against its new answer);
+    senders_read: the example whose question and private contexts the senders read instead;
+    keep_senders: fuse only these senders' perturbations."""
     def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
-        res = pipe.run_batch([e.question for e in batch], mode, [e.contexts for e in batch], max_new_tokens=24, sender_max_new_tokens=48)
+        batch = [rewrite(e) for e in batch] if rewrite else batch
+        read = [senders_read(e) for e in batch] if senders_read else batch
+        res = pipe.run_batch([e.question for e in batch], mode, [o.contexts for o in read],
+                             sender_questions=[o.question for o in read] if senders_read else None,
+                             keep_senders=keep_senders, max_new_tokens=ANSWER_TOKENS, sender_max_new_tokens=MESSAGE_TOKENS)
         return [(r, e.answer) for r, e in zip(res, batch)]
-    return run
-
-
-def _shuffled(pool: list[tasks.Example]) -> Variant:
-    """Senders read the next query in the pool (question and private contexts)."""
-    index = {e.key: i for i, e in enumerate(pool)}
-
-    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
-        other = [pool[(index[e.key] + 1) % len(pool)] for e in batch]
-        res = pipe.run_batch([e.question for e in batch], "tflow", [o.contexts for o in other],
-                             sender_questions=[o.question for o in other], max_new_tokens=24)
-        return [(r, e.answer) for r, e in zip(res, batch)]
-    return run
-
-
-def _only_sender(j: int) -> Variant:
-    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
-        res = pipe.run_batch([e.question for e in batch], "tflow", [e.contexts for e in batch], keep_senders=[j], max_new_tokens=24)
-        return [(r, e.answer) for r, e in zip(res, batch)]
-    return run
-
-
-def _swapped(seed: int) -> Variant:
-    """Relay with another fact value: scored against the answer the *new* fact implies."""
-    rng = random.Random(seed)
-
-    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
-        swapped = [tasks.swap_fact(e, rng) for e in batch]
-        res = pipe.run_batch([e.question for e in swapped], "tflow", [e.contexts for e in swapped], max_new_tokens=24)
-        return [(r, e.answer) for r, e in zip(res, swapped)]
     return run
 
 
@@ -137,14 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None)
     examples = tasks.examples(a.task, "test", a.limit, a.seed)
-    variants: dict[str, Variant] = {m: _plain(m) for m in modes}
-    if a.shuffle_conditions:
-        variants["tflow_shuffled"] = _shuffled(examples)
+    variants: dict[str, Variant] = {m: _variant(m) for m in modes}
+    if a.shuffle_conditions:  # each query's senders read the next query (question and contexts)
+        index = {e.key: i for i, e in enumerate(examples)}
+        variants["tflow_shuffled"] = _variant(senders_read=lambda e: examples[(index[e.key] + 1) % len(examples)])
     if a.sender_ablation:
         for j, agent in enumerate(pipe.roles.senders):
-            variants[f"tflow_only_{agent.role.lower().replace(' ', '_')}"] = _only_sender(j)
-    if a.swap_facts:
-        variants["tflow_swapped_fact"] = _swapped(a.seed)
+            variants[f"tflow_only_{agent.role.lower().replace(' ', '_')}"] = _variant(keep_senders=[j])
+    if a.swap_facts:  # relay with another fact value: does the answer follow the senders?
+        rng = random.Random(a.seed)
+        variants["tflow_swapped_fact"] = _variant(rewrite=lambda e: tasks.swap_fact(e, rng))
     results = evaluate(pipe, examples, variants, a.batch_size)
     print(format_table(a.task, results))
     report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": a.limit, "seed": a.seed, "split": "test", "model": a.model, "generator": generator,

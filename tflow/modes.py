@@ -32,6 +32,7 @@ from .agents import (
     clean_text,
     generate,
     load_backbone,
+    sender_prompts,
     sender_states,
 )
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
@@ -215,14 +216,14 @@ class Pipeline:
                 self._cache.move_to_end(key)
                 return hit
         t0 = time.perf_counter()
-        prompts = [[build_prompt(self.backbone, a, q, c) for a, c in zip(roles.senders, ctx)] for q, ctx in zip(questions, contexts)]
-        flat = [p for row in prompts for p in row]
+        s = len(roles.senders)
+        flat = sender_prompts(self.backbone, roles.senders, questions, contexts)
         self._check_fits(flat, 0)
         states = sender_states(self.backbone, flat)
+        prompts = [flat[i : i + s] for i in range(0, len(flat), s)]
         t1 = time.perf_counter()
         if on_stage is not None:
             on_stage("generator")
-        s = len(roles.senders)
         with torch.inference_mode():
             pert = self.generator(*stack_conditions(states, s), tuple(a.role for a in roles.senders))
         t2 = time.perf_counter()
@@ -318,7 +319,7 @@ class _Job:
         pipe, senders = self.pipe, self.roles.senders
         self.on_stage("senders")
         t0 = time.perf_counter()
-        prompts = [build_prompt(pipe.backbone, a, q, c) for q, ctx in zip(self.questions, self.contexts) for a, c in zip(senders, ctx)]
+        prompts = sender_prompts(pipe.backbone, senders, self.questions, self.contexts)
         pipe._check_fits(prompts, self.settings.sender_max_new_tokens)
         sent = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings, None, self.should_stop)
         t_send = time.perf_counter() - t0

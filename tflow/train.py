@@ -31,7 +31,7 @@ from . import lora, tasks
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
 from .agents import (
-    Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, sender_states,
+    Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, sender_prompts, sender_states,
 )
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
 from .modes import Pipeline, normalise_contexts
@@ -123,8 +123,8 @@ class _Objective:
         if self.cfg.static:
             return module(input_ids=ids, attention_mask=mask, labels=labels).loss
         senders = self.roles.senders
-        prompts = [build_prompt(self.backbone, a, ex.question, c) for ex in batch for a, c in zip(senders, normalise_contexts(ex.contexts, len(senders)))]
-        states = sender_states(self.backbone, prompts)
+        contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
+        states = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
         pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
         with lora.apply(self.backbone.model, pert, merge=False):
             return self.backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss
