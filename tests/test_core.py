@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets
-from tflow.agents import EXECUTOR, build_prompt, load_backbone
+from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
 from tflow.generator import GeneratorMismatchError
 
 QUESTION = "What is the code plus 5?"
@@ -34,7 +34,7 @@ def loud_generator(backbone, seed: int = 0, scale: float = 3.0) -> ParameterGene
 def random_perturbation(backbone, batch: int = 2, senders: int = 2, seed: int = 0, scale: float = 1.0):
     pipe = Pipeline(backbone, loud_generator(backbone, seed, scale))
     qs = [f"What is the key minus {i}?" for i in range(batch)]
-    pert, *_ = pipe.condition(qs, [[f"The key is {10 + i}.", None] for i in range(batch)], Roles())
+    pert = pipe.condition(qs, [[f"The key is {10 + i}.", None] for i in range(batch)], Roles()).perturbation
     assert pert.weights.shape == (batch, senders)
     return pert
 
@@ -108,6 +108,7 @@ def test_batched_run_equals_one_by_one(qwen3):
     pipe = Pipeline(qwen3, loud_generator(qwen3, scale=1.0))
     qs = ["What is the code plus 5?", "What is the pin?", "What is the key minus 3?"]
     ctx = ["The code is 47.", "The pin is 12.", ["The key is 9.", None]]
+    pipe.run("What is the code?", mode="tflow", max_new_tokens=1)  # role prefixes cached, so both count alike
     batched = pipe.run_batch(qs, mode="tflow", sender_contexts=ctx, max_new_tokens=10)
     for q, c, b in zip(qs, ctx, batched):
         alone = pipe.run(q, mode="tflow", sender_context=c, max_new_tokens=10)
@@ -179,10 +180,10 @@ def test_llama_backbone_runs_every_mode(llama):
 def test_generator_save_and_reload_gives_identical_factors(qwen3, tmp_path):
     gen = loud_generator(qwen3)
     pipe = Pipeline(qwen3, gen)
-    pert, *_ = pipe.condition([QUESTION], [["The code is 47.", None]], Roles())
+    pert = pipe.condition([QUESTION], [["The code is 47.", None]], Roles()).perturbation
     gen.save_pretrained(tmp_path)
     again = ParameterGenerator.from_pretrained(tmp_path, infer_targets(qwen3.model), qwen3.name)
-    pert2, *_ = Pipeline(qwen3, again).condition([QUESTION], [["The code is 47.", None]], Roles())
+    pert2 = Pipeline(qwen3, again).condition([QUESTION], [["The code is 47.", None]], Roles()).perturbation
     for name in pert.A:
         assert torch.equal(pert.A[name], pert2.A[name]) and torch.equal(pert.B[name], pert2.B[name])
     assert torch.equal(pert.weights, pert2.weights)
@@ -216,3 +217,29 @@ def test_bad_input_is_a_value_error_with_a_readable_message(qwen3, call, message
 def test_unknown_model_path_is_a_readable_error(tmp_path):
     with pytest.raises(ValueError, match="could not load model"):
         load_backbone(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize("which", ["qwen3", "llama"])
+def test_cached_role_prefix_gives_the_states_of_a_full_prefill(request, which):
+    backbone = request.getfixturevalue(which)
+    backbone.prefix_cache.clear()
+    roles = Roles()
+    prompts = sender_prompts(backbone, roles.senders, [QUESTION, "How many pens?"], [["The code is 47.", None], [None, "Ann has 3 pens."]])
+    decoder = getattr(backbone.model, backbone.model.base_model_prefix)
+    first, processed = sender_states(backbone, prompts)
+    again, processed_again = sender_states(backbone, prompts)
+    for p, got, hit in zip(prompts, first, again):
+        s, e = p.question_span
+        ids = torch.tensor([p.input_ids], device=backbone.device)
+        full = decoder(input_ids=ids, output_hidden_states=True).hidden_states
+        want = torch.stack([h[0, s:e] for h in full])
+        assert torch.allclose(got, want, atol=1e-5) and torch.allclose(hit, want, atol=1e-5)
+    # each distinct role prefix is computed once (and counted once); afterwards only the rest up to the question's end runs
+    seen, want_first = set(), []
+    for p in prompts:
+        prefix = tuple(p.input_ids[: p.prefix_len])
+        want_first.append(p.question_span[1] - (0 if prefix not in seen else p.prefix_len))
+        seen.add(prefix)
+    assert processed == want_first
+    assert processed_again == [p.question_span[1] - p.prefix_len for p in prompts]
+    assert len(backbone.prefix_cache) == len(roles.senders)

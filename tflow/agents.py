@@ -12,7 +12,7 @@ import os
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import (
@@ -25,6 +25,8 @@ from transformers import (
     StoppingCriteriaList,
 )
 from transformers.generation.streamers import BaseStreamer
+
+from .prefix import PrefixCache
 
 _DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -100,6 +102,7 @@ class Backbone:
     tokenizer: PreTrainedTokenizerBase
     name: str
     chat_template_kwargs: dict | None = None
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache, repr=False, compare=False)  # senders' role prefixes
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "is_fast", False):
@@ -191,10 +194,12 @@ def clean_text(text: str, what: str = "question") -> str:
 
 @dataclass
 class Prompt:
-    """A chat-formatted prompt: token ids and the [start, end) token span of the question."""
+    """A chat-formatted prompt: token ids, the [start, end) token span of the question, and
+    how many leading tokens come before the user's text (the role's fixed prefix)."""
 
     input_ids: list[int]
     question_span: tuple[int, int]
+    prefix_len: int = 0
 
 
 def user_content(question: str, context: str | None = None, messages: dict[str, str] | None = None) -> tuple[str, int]:
@@ -225,8 +230,10 @@ def build_prompt(
     q_start = where + q_offset
     q_end = q_start + len(question)
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < q_end and e > q_start]
-    return Prompt(list(enc["input_ids"]), (inside[0], inside[-1] + 1))
+    offsets = enc["offset_mapping"]
+    inside = [i for i, (s, e) in enumerate(offsets) if s < q_end and e > q_start]
+    prefix_len = next((i for i, (_, e) in enumerate(offsets) if e > where), len(offsets))
+    return Prompt(list(enc["input_ids"]), (inside[0], inside[-1] + 1), prefix_len)
 
 
 def sender_prompts(
@@ -261,17 +268,31 @@ def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, devi
 
 
 @torch.no_grad()
-def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
+def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> tuple[list[torch.Tensor], list[int]]:
     """One batched prefill of all sender prompts (no LM head, no generation).
 
+    Only what the question's states depend on is run: the role prefix comes from the
+    backbone's prefix cache and nothing after the question is fed (causal attention).
     Returns, per prompt, the embedding output and every decoder layer's output on the
-    question span: a (num_layers + 1, span_len, hidden) tensor.
+    question span, a (num_layers + 1, span_len, hidden) tensor; and the number of tokens
+    the backbone processed for it (its cached prefix counts only when computed now).
     """
-    ids, mask = _pad([p.input_ids for p in prompts], backbone.tokenizer.pad_token_id, left=False, device=backbone.device)
     decoder = getattr(backbone.model, backbone.model.base_model_prefix)
-    out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    spans = [p.question_span for p in prompts]
-    return [torch.stack([h[i, s:e] for h in out.hidden_states]) for i, (s, e) in enumerate(spans)]
+    dev = backbone.device
+    cached = all(p.prefix_len > 0 for p in prompts)
+    starts = [p.prefix_len if cached else 0 for p in prompts]
+    rows = [p.input_ids[s : p.question_span[1]] for s, p in zip(starts, prompts)]
+    ids, mask = _pad(rows, backbone.tokenizer.pad_token_id, left=False, device=dev)
+    kwargs, computed = {}, [False] * len(prompts)
+    if cached:
+        cache, prefix_mask, computed = backbone.prefix_cache.batch(decoder, [tuple(p.input_ids[: p.prefix_len]) for p in prompts])
+        positions = torch.tensor(starts, device=dev)[:, None] + torch.arange(ids.shape[1], device=dev)
+        kwargs = {"cache": cache, "position_ids": positions}
+        mask = torch.cat([prefix_mask, mask], dim=1)
+    out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=cached, **kwargs)
+    states = [torch.stack([h[i, p.question_span[0] - s : p.question_span[1] - s] for h in out.hidden_states])
+              for i, (s, p) in enumerate(zip(starts, prompts))]
+    return states, [len(r) + (s if new else 0) for r, s, new in zip(rows, starts, computed)]
 
 
 @dataclass

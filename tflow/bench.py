@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from . import lora, tasks
-from .agents import Backbone, GenerationSettings, load_backbone, resolve_device, resolve_dtype
+from .agents import Backbone, GenerationSettings, load_backbone, resolve_device, resolve_dtype, sender_prompts
 from .generator import GeneratorConfig, ParameterGenerator
 from .modes import Pipeline, RunResult
 
@@ -103,8 +104,10 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
     return {"batch": len(qs), "queries_per_s_batch1": one, f"queries_per_s_batch{len(qs)}": many, "speedup": many / one}
 
 
-def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto") -> dict:
+def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True) -> dict:
     backbone = load_backbone(model, device=device)
+    if not prefix_cache:
+        backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
     out = {}
     for task in tasks.TASKS:
         gen_dir = Path("checkpoints/generators") / task
@@ -112,7 +115,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
         pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
-        settings = GenerationSettings(max_new_tokens=24, sender_max_new_tokens=48)
+        settings = GenerationSettings(max_new_tokens=48, sender_max_new_tokens=48)
         modes = interleaved(pipe, qs[: queries + 2], settings)
         out[task] = {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
     return out
@@ -139,20 +142,31 @@ def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
 
 
 def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, message: int, answer: int, question: int,
-                   queries: int, merge: bool | str = "auto") -> dict:
+                   queries: int, merge: bool | str = "auto", prefix_cache: bool = True) -> dict:
     backbone = shape_backbone(tokenizer_dir, layers, device, dtype)
+    if not prefix_cache:
+        backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
     spec = lora.infer_targets(backbone.model)
-    gen = ParameterGenerator(GeneratorConfig(d_model=256, chunk_size=256, n_heads=4), spec, backbone.name)
+    # The released generator's parameter tokens are 256 wide and carry 2 x 256 factor values
+    # each ("dim accumulation 2"): chunk_size 512 is that packing.
+    gen = ParameterGenerator(GeneratorConfig(d_model=256, chunk_size=512, n_heads=4), spec, backbone.name)
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge)
     settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
     modes = interleaved(pipe, qs, settings)
+    out = ratios(modes)
+    # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
+    # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
+    prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
+    if prefix_cache:
+        out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
     return {"config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
                        "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,
-                       "parameters": backbone.num_parameters, "merge": merge},
-            "modes": modes, "ratios": ratios(modes)}
+                       "parameters": backbone.num_parameters, "merge": merge, "prefix_cache": prefix_cache,
+                       "generator": asdict(gen.config)},
+            "modes": modes, "ratios": out}
 
 
 def _print(name: str, block: dict) -> None:
@@ -182,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queries", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
+    p.add_argument("--no-prefix-cache", action="store_true", help="recompute the senders' role prefixes every query (the 'before' of that fast path)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -189,13 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     if torch.cuda.is_available():
         report["device_name"] = torch.cuda.get_device_name()
     if a.workload in ("tasks", "both"):
-        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device, merge=False if a.no_merge else "auto")
+        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device, merge=False if a.no_merge else "auto",
+                                         prefix_cache=not a.no_prefix_cache)
         for task, block in report["tasks"].items():
             _print(f"tasks: {task}", block)
     if a.workload in ("shape", "both"):
         layers = a.layers or (28 if resolve_device(a.device).type == "cuda" else 4)
         report["shape"] = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries,
-                                         merge=False if a.no_merge else "auto")
+                                         merge=False if a.no_merge else "auto", prefix_cache=not a.no_prefix_cache)
         report["ratios"] = report["shape"]["ratios"]
         _print(f"shape: {report['shape']['config']['model']}", report["shape"])
     if a.json:

@@ -29,7 +29,7 @@ from .modes import Pipeline, RunResult
 Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
 
 
-ANSWER_TOKENS, MESSAGE_TOKENS = 24, 48
+ANSWER_TOKENS, MESSAGE_TOKENS = 48, 48
 
 
 def _variant(

@@ -141,7 +141,8 @@ class _Active:
                 a, b = p.stacked(layer, name)
                 a, b = a.to(mod.weight.dtype), b.to(mod.weight.dtype)
                 if merge:
-                    self.ops[mod] = ("merged", mod.weight + b[0] @ a[0], None)
+                    # one fused pass: W + B A without materialising B A on its own
+                    self.ops[mod] = ("merged", torch.addmm(mod.weight, b[0], a[0]), None)
                 else:
                     self.ops[mod] = ("lowrank", a, b)
 

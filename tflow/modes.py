@@ -81,6 +81,18 @@ class SenderStates:
 
 
 @dataclass
+class Condition:
+    """What the sender pass and the generator made for a batch of queries."""
+
+    perturbation: lora.Perturbation
+    views: list[list[SenderStates]]  # per query, per sender
+    prompts: list[list[Prompt]]  # per query, per sender
+    processed_tokens: list[list[int]]  # per query, per sender: tokens the backbone ran (cached role prefixes excluded)
+    sender_seconds: float
+    generator_seconds: float
+
+
+@dataclass
 class RunResult:
     mode: str
     question: str
@@ -204,11 +216,10 @@ class Pipeline:
         return getattr(job, mode)()
 
     def condition(self, questions: Sequence[str], contexts: Sequence[Sequence[str | None]], roles: Roles,
-                  on_stage: Callable[[str], None] | None = None):
+                  on_stage: Callable[[str], None] | None = None) -> Condition:
         """Sender pass + generator for a batch, cached per (question, contexts, roles).
 
-        Returns (perturbation, sender states per query, sender prompts per query, seconds of
-        sender pass, of generator); a cache hit reports the seconds the first computation took."""
+        A cache hit returns the first computation (its seconds and processed tokens)."""
         key = (tuple(questions), tuple(map(tuple, contexts)), roles)
         with self._cache_lock:
             hit = self._cache.get(key)
@@ -219,7 +230,7 @@ class Pipeline:
         s = len(roles.senders)
         flat = sender_prompts(self.backbone, roles.senders, questions, contexts)
         self._check_fits(flat, 0)
-        states = sender_states(self.backbone, flat)
+        states, processed = sender_states(self.backbone, flat)
         prompts = [flat[i : i + s] for i in range(0, len(flat), s)]
         t1 = time.perf_counter()
         if on_stage is not None:
@@ -233,7 +244,7 @@ class Pipeline:
              for j, (a, p) in enumerate(zip(roles.senders, row))]
             for i, row in enumerate(prompts)
         ]
-        out = (pert, views, prompts, t1 - t0, t2 - t1)
+        out = Condition(pert, views, prompts, [processed[i : i + s] for i in range(0, len(flat), s)], t1 - t0, t2 - t1)
         with self._cache_lock:
             self._cache[key] = out
             while len(self._cache) > self._cache_size:
@@ -332,12 +343,11 @@ class _Job:
 
     def tflow(self) -> list[RunResult]:
         self.on_stage("senders")
-        pert, views, prompts, t_send, t_gen = self.pipe.condition(self.sender_questions, self.contexts, self.roles, self.on_stage)
-        if self.keep_senders is not None:
-            pert = pert.only(self.keep_senders)
-        usage = [{a.role: (len(p.input_ids), 0, 0) for a, p in zip(self.roles.senders, row)} for row in prompts]
+        cond = self.pipe.condition(self.sender_questions, self.contexts, self.roles, self.on_stage)
+        pert = cond.perturbation if self.keep_senders is None else cond.perturbation.only(self.keep_senders)
+        usage = [{a.role: (n, 0, 0) for a, n in zip(self.roles.senders, row)} for row in cond.processed_tokens]
         with lora.apply(self.pipe.backbone.model, pert, self.pipe.merge):
             gens, t = self._receiver()
         per_sample = [pert.sample(i) for i in range(self.n)]
-        return self._results("tflow", gens, {"sender_pass": t_send, "generator": t_gen, "receiver": t}, usage,
-                             perturbation=per_sample, sender_states=views)
+        return self._results("tflow", gens, {"sender_pass": cond.sender_seconds, "generator": cond.generator_seconds, "receiver": t},
+                             usage, perturbation=per_sample, sender_states=cond.views)

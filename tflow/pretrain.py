@@ -47,6 +47,7 @@ class PretrainConfig:
     intermediate_size: int = 384
     max_positions: int = 512
     task_mix: str = "arith:0.35,relay:0.2,split:0.2,drill:0.25"
+    kind_mix: str = "sender:0.4,with_messages:0.3,alone:0.3"
     threads: int = 2
     init: str = ""  # continue from this backbone directory (keeps its tokenizer)
 
@@ -70,9 +71,10 @@ def drill(backbone: Backbone, rng: random.Random) -> tuple[list[int], int]:
     return ids + tok(f" {result}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
 
 
-def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random, roles: Roles = Roles()) -> tuple[list[int], int]:
+def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random, roles: Roles = Roles(),
+                      kinds: tuple[list[str], list[float]] = (["sender", "with_messages", "alone"], [0.4, 0.3, 0.3])) -> tuple[list[int], int]:
     """One role-prompted (prompt, target) pair from `ex`: returns (ids, prompt length)."""
-    kind = rng.choices(["sender", "with_messages", "alone"], weights=[0.4, 0.3, 0.3])[0]
+    kind = rng.choices(*kinds)[0]
     if kind == "sender":
         j = rng.randrange(len(roles.senders))
         agent = roles.senders[j]
@@ -84,7 +86,8 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
     else:  # facts in the receiver's own context; arith has none, so this is Single
         facts = "\n".join(dict.fromkeys(c for c in ex.contexts if c)) or None
         prompt = build_prompt(backbone, EXECUTOR, ex.question, facts)
-        target = ex.target
+        # told nothing, the receiver answers at once: working things out is what it learns from others
+        target = ex.target if facts else ex.answer
     tok = backbone.tokenizer
     ids = prompt.input_ids + tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return ids, len(prompt.input_ids)
@@ -126,11 +129,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     backbone = Backbone(model, tokenizer, "tiny-qwen3")
     model.train().requires_grad_(True)
     names, weights = _mix(cfg.task_mix)
+    kinds = _mix(cfg.kind_mix)
     draws = {n: tasks.stream(n, cfg.seed) for n in names if n != "drill"}
 
     def sequence() -> tuple[list[int], int]:
         name = rng.choices(names, weights)[0]
-        return drill(backbone, rng) if name == "drill" else training_sequence(backbone, draws[name](), rng)
+        return drill(backbone, rng) if name == "drill" else training_sequence(backbone, draws[name](), rng, kinds=kinds)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start, ema, losses = time.time(), None, []
@@ -160,7 +164,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "seconds": round(time.time() - start, 1),
         "final_loss_ema": round(ema, 5),
         "final_loss_last100": round(sum(losses[-100:]) / len(losses[-100:]), 5),
-        "data_mix": {"tasks": dict(zip(names, weights)), "kinds": {"sender": 0.4, "with_messages": 0.3, "alone_or_facts": 0.3}},
+        "data_mix": {"tasks": dict(zip(names, weights)), "kinds": dict(zip(*kinds))},
     }
     card["stages"] = history + [{k: card[k] for k in ("config", "seconds", "final_loss_ema", "final_loss_last100", "data_mix")}]
     (out / "card.json").write_text(json.dumps(card, indent=2))

@@ -39,7 +39,7 @@ class Example:
     answer: str
     contexts: tuple[str | None, ...] = (None, None)
     messages: dict[str, str] = field(default_factory=dict)
-    worked: str = ""  # what the receiver is trained to say once it knows the facts ("47 + 5 = 52")
+    worked: str = ""  # what the receiver says once it has been told something ("47 + 5 = 52", an arith plan)
 
     @property
     def target(self) -> str:
@@ -108,7 +108,7 @@ def _arith(rng: random.Random) -> Example:
             total += n
     question = " ".join(sentences) + f" How many {item} does {name} have now?"
     return Example("arith", question, str(total), (None, None),
-                   {"Strategist": " ".join(plan), "Knowledge Extractor": " ".join(steps)})
+                   {"Strategist": " ".join(plan), "Knowledge Extractor": " ".join(steps)}, " ".join(plan))
 
 
 _BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith}

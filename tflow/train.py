@@ -124,7 +124,7 @@ class _Objective:
             return module(input_ids=ids, attention_mask=mask, labels=labels).loss
         senders = self.roles.senders
         contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
-        states = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
+        states, _ = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
         pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
         with lora.apply(self.backbone.model, pert, merge=False):
             return self.backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -135,7 +135,7 @@ class _Objective:
             prompts = [build_prompt(self.backbone, self.roles.receiver, e.question).input_ids for e in dev]
             answers = [g.text for g in generate(self.backbone, prompts, 16, GenerationSettings())]
         else:
-            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=16)
+            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=48)
             self.pipe.clear_cache()
             answers = [r.answer for r in results]
         self.module.train()

@@ -192,7 +192,7 @@ class Studio:
             return hit
         batch = [ex for task in tasks.TASKS for ex in tasks.examples(task, "test", QUERIES_PER_TASK, seed=1)]
         pipe = self.pipeline(generator, NONE)
-        pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles)[0]
+        pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
         features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
         with self._lock:
             self._features[key] = (features, batch)

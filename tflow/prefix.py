@@ -1,0 +1,73 @@
+"""A KV cache of the senders' role prefixes (system prompt + chat header), computed once.
+
+Every sender prompt opens with its role's fixed text. Under causal attention the keys and
+values at those positions depend on nothing that follows, so the sender pass computes them
+once per distinct prefix and then runs only the rest of each prompt on top of them (the
+prefix caching of vLLM / SGLang). Written by hand because Hugging Face's caches hold one
+prefix for a whole batch, while a batch of senders holds one prefix per role, each of its
+own length: here they are left-padded to a common length and masked.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, kv_heads, P, head_dim)
+
+
+class PrefixCache:
+    """Thread-safe LRU map: prefix token ids -> their per-layer keys and values."""
+
+    def __init__(self, capacity: int = 32):
+        self.capacity = capacity
+        self._store: OrderedDict[tuple[int, ...], KV] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._store.clear()
+
+    def get(self, decoder: nn.Module, ids: tuple[int, ...]) -> tuple[KV, bool]:
+        """The prefix's keys and values, and whether they had to be computed now."""
+        with self._lock:
+            kv = self._store.get(ids)
+            if kv is not None:
+                self._store.move_to_end(ids)
+                return kv, False
+        device = next(decoder.parameters()).device
+        out = decoder(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        with self._lock:
+            self._store[ids] = kv
+            while len(self._store) > self.capacity:
+                self._store.popitem(last=False)
+        return kv, True
+
+    def batch(self, decoder: nn.Module, prefixes: Sequence[tuple[int, ...]]) -> tuple[DynamicCache, torch.Tensor, list[bool]]:
+        """A fresh cache holding every row's (non-empty) prefix, left-padded to the longest,
+        its attention mask (batch, longest), and per row whether its prefix was computed now
+        (a prefix shared by several rows counts once)."""
+        width = max(len(p) for p in prefixes)
+        fetched, computed, seen = [], [], set()
+        for p in prefixes:
+            kv, new = self.get(decoder, p)
+            fetched.append(kv)
+            computed.append(new and p not in seen)
+            seen.add(p)
+        layers = [
+            tuple(torch.cat([F.pad(kv[layer][j], (0, 0, width - len(p), 0)) for p, kv in zip(prefixes, fetched)]) for j in (0, 1))
+            for layer in range(len(fetched[0]))
+        ]
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=layers[0][0].device)
+        for i, p in enumerate(prefixes):
+            mask[i, width - len(p):] = 1
+        return DynamicCache(ddp_cache_data=layers, config=getattr(decoder, "config", None)), mask, computed
