@@ -23,3 +23,18 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     assert modes["textmas"]["receiver_prefill_tokens"] > modes["single"]["receiver_prefill_tokens"]
     assert set(modes["tflow"]["stages_median"]) == {"sender_pass", "generator", "receiver", "total"}
     assert "ratios:" in capsys.readouterr().out
+
+
+def test_cached_role_prefixes_cut_only_the_tokens_tflow_senders_process(tmp_path):
+    reports = {}
+    for flag in ([], ["--no-prefix-cache"]):
+        out = tmp_path / f"bench{len(flag)}.json"
+        main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "4", "-R", "2",
+              "--question-tokens", "8", "--queries", "1", "--threads", "1", "--json", str(out), *flag])
+        reports[bool(flag)] = json.loads(out.read_text())["shape"]
+    cached, uncached = reports[False]["modes"], reports[True]["modes"]
+    assert cached["tflow"]["processed_tokens"] < uncached["tflow"]["processed_tokens"]
+    for mode in ("single", "textmas"):
+        assert cached[mode]["processed_tokens"] == uncached[mode]["processed_tokens"]
+    credited = reports[False]["ratios"]["tflow_over_textmas_tokens_if_textmas_cached_prefixes"]
+    assert reports[False]["ratios"]["tflow_over_textmas_tokens"] < credited < 1

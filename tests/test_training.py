@@ -108,6 +108,18 @@ def test_embedded_backbone_and_relay_generator_answer_from_weights_alone():
     assert ParameterGenerator.from_pretrained(ROOT / "checkpoints" / "generators" / "relay", infer_targets(pipe.backbone.model)).is_trained
 
 
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "arith").is_dir(), reason="embedded checkpoints not built")
+def test_embedded_arith_generator_makes_the_receiver_work_the_problem_out():
+    pipe = Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "arith"), device="cpu")
+    examples = tasks.examples("arith", "test", 20, seed=0)
+    qs = [e.question for e in examples]
+    tflow = pipe.run_batch(qs, "tflow", max_new_tokens=48)
+    single = pipe.run_batch(qs, "single", max_new_tokens=48)
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(tflow, examples)) >= 15
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(single, examples)) <= 4
+    assert all(" = " in r.answer for r in tflow) and not any(" = " in r.answer for r in single)  # a worked plan vs a bare number
+
+
 def test_pretrain_makes_a_backbone_that_plain_transformers_loads(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

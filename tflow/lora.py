@@ -129,6 +129,39 @@ class Perturbation:
         return torch.einsum("s,sor,sri->oi", w, b, a)
 
 
+class _BufferPool:
+    """Weight-sized buffers reused across requests for merged decoding. Writing W + B A into
+    memory that is already mapped skips page-faulting in hundreds of MB per request (on a
+    2-core CPU, 28 Qwen3-0.6B-shaped linears: 0.03 s into a buffer vs 0.06-0.23 s fresh).
+    At most `keep_bytes` of idle buffers are kept."""
+
+    def __init__(self, keep_bytes: int = 2**30):
+        self.keep_bytes = keep_bytes
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def take(self, like: torch.Tensor) -> torch.Tensor:
+        key = (tuple(like.shape), like.dtype, like.device)
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                buf = free.pop()
+                self._idle -= buf.nbytes
+                return buf
+        return torch.empty_like(like)
+
+    def give(self, buffers: list[torch.Tensor]) -> None:
+        with self._lock:
+            for buf in buffers:
+                if self._idle + buf.nbytes <= self.keep_bytes:
+                    self._free.setdefault((tuple(buf.shape), buf.dtype, buf.device), []).append(buf)
+                    self._idle += buf.nbytes
+
+
+_POOL = _BufferPool()
+
+
 class _Active:
     """What one request applies: per targeted module, merged weight or stacked factors."""
 
@@ -142,7 +175,8 @@ class _Active:
                 a, b = a.to(mod.weight.dtype), b.to(mod.weight.dtype)
                 if merge:
                     # one fused pass: W + B A without materialising B A on its own
-                    self.ops[mod] = ("merged", torch.addmm(mod.weight, b[0], a[0]), None)
+                    merged = torch.addmm(mod.weight, b[0], a[0], out=_POOL.take(mod.weight))
+                    self.ops[mod] = ("merged", merged, None)
                 else:
                     self.ops[mod] = ("lowrank", a, b)
 
@@ -225,3 +259,4 @@ def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "aut
     finally:
         _ACTIVE.reset(token)
         _uninstall(model)
+        _POOL.give([first for kind, first, _ in active.ops.values() if kind == "merged"])

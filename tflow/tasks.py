@@ -115,7 +115,7 @@ _BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "spl
 TASKS = tuple(_BUILTIN)
 
 
-def _held_out(ex: Example) -> bool:
+def is_held_out(ex: Example) -> bool:
     """Relay fact values ending in 7 are reserved for the test split."""
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
 
@@ -132,7 +132,7 @@ def examples(task: str, split: str, n: int, seed: int = 0) -> list[Example]:
     out, seen = [], set()
     for _ in range(200 * n + 1000):
         ex = make(rng)
-        if ex.key in seen or (_in_test(ex.key) or _held_out(ex)) != want_test:
+        if ex.key in seen or (_in_test(ex.key) or is_held_out(ex)) != want_test:
             continue
         seen.add(ex.key)
         out.append(ex)
@@ -151,7 +151,7 @@ def stream(task: str, seed: int = 0) -> Callable[[], Example]:
     def draw() -> Example:
         while True:
             ex = make(rng)
-            if not (_in_test(ex.key) or _held_out(ex)):
+            if not (_in_test(ex.key) or is_held_out(ex)):
                 return ex
 
     return draw
