@@ -42,6 +42,15 @@ def main() -> None:
         report = json.loads(path.read_text())
         cmd = report.get("command", "")
         out += [f"## {report['task']}", "", f"`{cmd}`" if cmd else "", "", format_table(report["task"], report["results"]), ""]
+    out += ["## Reading the tables", "",
+            "- relay / split: the facts sit only in the senders' contexts, so Single and the static LoRA cannot "
+            "answer; shuffled conditions (another query's sender states) and one sender alone fail too, so the "
+            "answer travels through the per-query perturbation.",
+            "- arith: everyone reads the same question. Perturbed, the receiver works the problem out step by step "
+            "instead of answering at once; the static LoRA and shuffled conditions do as well as TFlow, so this "
+            "gain is a behaviour, not per-query information.",
+            "- relay's training length was chosen with `scripts/relay_validation.py` (held-out fact values from "
+            "other seeds, disjoint from these test queries), never on this table.", ""]
     out += provenance()
     (CKPT / "RESULTS.md").write_text("\n".join(out) + "\n")
 
