@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tflow import tasks  # noqa: E402
-from tflow.evaluate import ANSWER_TOKENS  # noqa: E402
 from tflow.modes import Pipeline  # noqa: E402
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     val = validation_set()
     for gen in a.generators:
         pipe = Pipeline.from_pretrained(a.model, gen, device="cpu")
-        results = pipe.run_batch([e.question for e in val], "tflow", [e.contexts for e in val], max_new_tokens=ANSWER_TOKENS)
+        results = pipe.run_batch([e.question for e in val], "tflow", [e.contexts for e in val], max_new_tokens=tasks.ANSWER_TOKENS)
         acc = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(results, val)) / len(val)
         print(f"{gen}: {acc:.1%} of {len(val)} held-out-value validation questions")
 

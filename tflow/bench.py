@@ -115,7 +115,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
         pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
-        settings = GenerationSettings(max_new_tokens=48, sender_max_new_tokens=48)
+        settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
         modes = interleaved(pipe, qs[: queries + 2], settings)
         out[task] = {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
     return out
@@ -159,8 +159,8 @@ def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | No
     out = ratios(modes)
     # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
     # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
-    prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
     if prefix_cache:
+        prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
         out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
     return {"config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
                        "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,

@@ -29,9 +29,6 @@ from .modes import Pipeline, RunResult
 Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
 
 
-ANSWER_TOKENS, MESSAGE_TOKENS = 48, 48
-
-
 def _variant(
     mode: str = "tflow",
     rewrite: Callable[[tasks.Example], tasks.Example] | None = None,
@@ -46,7 +43,7 @@ def _variant(
         read = [senders_read(e) for e in batch] if senders_read else batch
         res = pipe.run_batch([e.question for e in batch], mode, [o.contexts for o in read],
                              sender_questions=[o.question for o in read] if senders_read else None,
-                             keep_senders=keep_senders, max_new_tokens=ANSWER_TOKENS, sender_max_new_tokens=MESSAGE_TOKENS)
+                             keep_senders=keep_senders, max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
         return [(r, e.answer) for r, e in zip(res, batch)]
     return run
 

@@ -141,10 +141,13 @@ class _BufferPool:
         self._idle = 0
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        return tuple(t.shape), t.dtype, t.device
+
     def take(self, like: torch.Tensor) -> torch.Tensor:
-        key = (tuple(like.shape), like.dtype, like.device)
         with self._lock:
-            free = self._free.get(key)
+            free = self._free.get(self._key(like))
             if free:
                 buf = free.pop()
                 self._idle -= buf.nbytes
@@ -155,7 +158,7 @@ class _BufferPool:
         with self._lock:
             for buf in buffers:
                 if self._idle + buf.nbytes <= self.keep_bytes:
-                    self._free.setdefault((tuple(buf.shape), buf.dtype, buf.device), []).append(buf)
+                    self._free.setdefault(self._key(buf), []).append(buf)
                     self._idle += buf.nbytes
 
 

@@ -12,9 +12,7 @@ into stages; all of it per query, amortised over the batch for `run_batch`.
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from .agents import (
     sender_states,
 )
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .lru import LRUCache
 from .peft_io import load_peft_adapter
 
 MODES = ("single", "textmas", "tflow", "static")
@@ -140,9 +139,7 @@ class Pipeline:
         self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name)
         self.generator.to(backbone.device)
         self.static = static
-        self._cache: OrderedDict[tuple, tuple] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
+        self._cache: LRUCache[tuple, Condition] = LRUCache(cache_size)
 
     @classmethod
     def from_pretrained(
@@ -221,17 +218,18 @@ class Pipeline:
 
         A cache hit returns the first computation (its seconds and processed tokens)."""
         key = (tuple(questions), tuple(map(tuple, contexts)), roles)
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         t0 = time.perf_counter()
         s = len(roles.senders)
         flat = sender_prompts(self.backbone, roles.senders, questions, contexts)
         self._check_fits(flat, 0)
         states, processed = sender_states(self.backbone, flat)
-        prompts = [flat[i : i + s] for i in range(0, len(flat), s)]
+        def per_query(xs: list) -> list[list]:
+            return [xs[i : i + s] for i in range(0, len(xs), s)]
+
+        prompts = per_query(flat)
         t1 = time.perf_counter()
         if on_stage is not None:
             on_stage("generator")
@@ -244,16 +242,12 @@ class Pipeline:
              for j, (a, p) in enumerate(zip(roles.senders, row))]
             for i, row in enumerate(prompts)
         ]
-        out = Condition(pert, views, prompts, [processed[i : i + s] for i in range(0, len(flat), s)], t1 - t0, t2 - t1)
-        with self._cache_lock:
-            self._cache[key] = out
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        out = Condition(pert, views, prompts, per_query(processed), t1 - t0, t2 - t1)
+        self._cache.put(key, out)
         return out
 
     def clear_cache(self) -> None:
-        with self._cache_lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def _check_fits(self, prompts: Sequence[Prompt], new_tokens: int) -> None:
         limit = self.backbone.max_context

@@ -9,8 +9,6 @@ own length: here they are left-padded to a common length and masked.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -18,38 +16,25 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
+from .lru import LRUCache
+
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, kv_heads, P, head_dim)
 
 
-class PrefixCache:
-    """Thread-safe LRU map: prefix token ids -> their per-layer keys and values."""
+class PrefixCache(LRUCache[tuple[int, ...], KV]):
+    """LRU map: prefix token ids -> their per-layer keys and values."""
 
     def __init__(self, capacity: int = 32):
-        self.capacity = capacity
-        self._store: OrderedDict[tuple[int, ...], KV] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(capacity)
 
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._store.clear()
-
-    def get(self, decoder: nn.Module, ids: tuple[int, ...]) -> tuple[KV, bool]:
+    def fetch(self, decoder: nn.Module, ids: tuple[int, ...]) -> tuple[KV, bool]:
         """The prefix's keys and values, and whether they had to be computed now."""
-        with self._lock:
-            kv = self._store.get(ids)
-            if kv is not None:
-                self._store.move_to_end(ids)
-                return kv, False
-        device = next(decoder.parameters()).device
-        out = decoder(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        kv = self.get(ids)
+        if kv is not None:
+            return kv, False
+        out = decoder(input_ids=torch.tensor([ids], device=next(decoder.parameters()).device), use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
-        with self._lock:
-            self._store[ids] = kv
-            while len(self._store) > self.capacity:
-                self._store.popitem(last=False)
+        self.put(ids, kv)
         return kv, True
 
     def batch(self, decoder: nn.Module, prefixes: Sequence[tuple[int, ...]]) -> tuple[DynamicCache, torch.Tensor, list[bool]]:
@@ -57,15 +42,12 @@ class PrefixCache:
         its attention mask (batch, longest), and per row whether its prefix was computed now
         (a prefix shared by several rows counts once)."""
         width = max(len(p) for p in prefixes)
-        fetched, computed, seen = [], [], set()
-        for p in prefixes:
-            kv, new = self.get(decoder, p)
-            fetched.append(kv)
-            computed.append(new and p not in seen)
-            seen.add(p)
+        distinct = {p: self.fetch(decoder, p) for p in dict.fromkeys(prefixes)}  # each prefix fetched once per batch
+        first = {p: prefixes.index(p) for p in distinct}
+        computed = [distinct[p][1] and first[p] == i for i, p in enumerate(prefixes)]
         layers = [
-            tuple(torch.cat([F.pad(kv[layer][j], (0, 0, width - len(p), 0)) for p, kv in zip(prefixes, fetched)]) for j in (0, 1))
-            for layer in range(len(fetched[0]))
+            tuple(torch.cat([F.pad(distinct[p][0][layer][j], (0, 0, width - len(p), 0)) for p in prefixes]) for j in (0, 1))
+            for layer in range(len(next(iter(distinct.values()))[0]))
         ]
         mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=layers[0][0].device)
         for i, p in enumerate(prefixes):

@@ -71,9 +71,10 @@ def drill(backbone: Backbone, rng: random.Random) -> tuple[list[int], int]:
     return ids + tok(f" {result}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
 
 
-def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random, roles: Roles = Roles(),
-                      kinds: tuple[list[str], list[float]] = (["sender", "with_messages", "alone"], [0.4, 0.3, 0.3])) -> tuple[list[int], int]:
-    """One role-prompted (prompt, target) pair from `ex`: returns (ids, prompt length)."""
+def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random, kinds: tuple[list[str], list[float]],
+                      roles: Roles = Roles()) -> tuple[list[int], int]:
+    """One role-prompted (prompt, target) pair from `ex`, of a kind drawn from `kinds`
+    (names, weights): returns (ids, prompt length)."""
     kind = rng.choices(*kinds)[0]
     if kind == "sender":
         j = rng.randrange(len(roles.senders))
@@ -134,7 +135,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     def sequence() -> tuple[list[int], int]:
         name = rng.choices(names, weights)[0]
-        return drill(backbone, rng) if name == "drill" else training_sequence(backbone, draws[name](), rng, kinds=kinds)
+        return drill(backbone, rng) if name == "drill" else training_sequence(backbone, draws[name](), rng, kinds)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start, ema, losses = time.time(), None, []

@@ -29,6 +29,10 @@ ADD = ["buys {n} more {item}", "finds {n} more {item}", "gets {n} more {item}"]
 SUB = ["gives away {n} {item}", "loses {n} {item}", "sells {n} {item}"]
 
 
+# Generation budgets on the built-in tasks: the longest worked answer (an arith plan) is 40 tokens.
+ANSWER_TOKENS = MESSAGE_TOKENS = 48
+
+
 @dataclass(frozen=True)
 class Example:
     """One query: what the receiver is asked, what each sender privately knows, the answer,

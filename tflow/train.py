@@ -64,9 +64,6 @@ class TrainConfig:
         return Path("checkpoints") / ("static" if self.static else "generators") / name
 
 
-DEV_ANSWER_TOKENS = 48  # room for a worked arith plan (at most 40 tokens)
-
-
 def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to `floor * peak` at the last step (decaying all the
     way mattered: the prototype gained most of its split accuracy in the final steps)."""
@@ -136,9 +133,9 @@ class _Objective:
         self.module.eval()
         if self.cfg.static:  # the adapter is injected into the receiver: plain generation is "static"
             prompts = [build_prompt(self.backbone, self.roles.receiver, e.question).input_ids for e in dev]
-            answers = [g.text for g in generate(self.backbone, prompts, DEV_ANSWER_TOKENS, GenerationSettings())]
+            answers = [g.text for g in generate(self.backbone, prompts, tasks.ANSWER_TOKENS, GenerationSettings())]
         else:
-            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=DEV_ANSWER_TOKENS)
+            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=tasks.ANSWER_TOKENS)
             self.pipe.clear_cache()
             answers = [r.answer for r in results]
         self.module.train()

@@ -33,6 +33,7 @@ from . import tasks, viz
 from .agents import Agent, GenerationSettings, Roles, clean_text, load_backbone
 from .generator import GeneratorConfig, ParameterGenerator
 from .lora import Perturbation, TargetSpec, infer_targets, is_patched
+from .lru import LRUCache
 from .modes import MODES, Pipeline, RunResult
 from .peft_io import load_peft_adapter, peft_zip_bytes, save_raw
 
@@ -46,6 +47,7 @@ HISTORY_LIMIT = 20
 RUN_TIMEOUT_S = 120.0
 YIELD_EVERY_S = 0.15
 QUERIES_PER_TASK = 12
+FEATURE_SETS = 32  # (generator, feature kind, roles) combinations kept for the across-queries view
 MODE_CAPTIONS = {
     "single": "The receiver alone, from the question only.",
     "textmas": "Senders write text messages; the receiver reads the question plus the messages.",
@@ -138,7 +140,7 @@ class Studio:
         self.weight_norms = base_weight_norms(self.backbone.model, self.spec)
         self.downloads = Path(tempfile.mkdtemp(prefix="tflow-studio-"))
         self._pipelines: dict[tuple, Pipeline] = {}
-        self._features: dict[tuple, tuple] = {}
+        self._features: LRUCache[tuple, tuple[np.ndarray, list[tasks.Example]]] = LRUCache(FEATURE_SETS)
         self._lock = threading.Lock()
 
     def _add(self, into: dict[str, Checkpoint], path: Path, load: Callable[[Path], Checkpoint]) -> None:
@@ -186,16 +188,14 @@ class Studio:
     def query_features(self, generator: str, kind: str, roles: Roles) -> tuple[np.ndarray, list[tasks.Example]]:
         """Per-query perturbation vectors of a fixed set of test questions (every task), cached."""
         key = (generator, kind, roles)
-        with self._lock:
-            hit = self._features.get(key)
+        hit = self._features.get(key)
         if hit is not None:
             return hit
         batch = [ex for task in tasks.TASKS for ex in tasks.examples(task, "test", QUERIES_PER_TASK, seed=1)]
         pipe = self.pipeline(generator, NONE)
         pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
         features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
-        with self._lock:
-            self._features[key] = (features, batch)
+        self._features.put(key, (features, batch))
         return features, batch
 
     def warm_up(self) -> None:
