@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets
+from tflow import lora
 from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
 from tflow.generator import GeneratorMismatchError
 
@@ -64,6 +66,27 @@ def test_fused_patch_equals_explicit_weight_sum(qwen3, merge):
             want = nn.functional.linear(xin, explicit_w, mod.bias)
             assert float((explicit_w - mod.weight).abs().max()) > 1e-3  # a real perturbation
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_single_inference_query_decodes_with_merged_weights(qwen3, monkeypatch):
+    used = []
+    real = lora._Active.__init__
+    monkeypatch.setattr(lora._Active, "__init__", lambda self, model, p, merge: (used.append(merge), real(self, model, p, merge))[1])
+    gen = loud_generator(qwen3, scale=1.0)
+    merged = Pipeline(qwen3, gen).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
+    lowrank = Pipeline(qwen3, gen, merge=False).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
+    Pipeline(qwen3, gen).run_batch([QUESTION, "What is the pin?"], mode="tflow", max_new_tokens=2)
+    assert used == [True, False, False]  # one query: merged; forced low rank; a batch: per-sample low rank
+    assert merged.answer == lowrank.answer
+
+
+def test_auto_merge_falls_back_to_low_rank_for_gradients_and_tight_memory(qwen3, monkeypatch):
+    pert = random_perturbation(qwen3, batch=1)
+    assert lora.should_merge(qwen3.model, pert)
+    trainable = replace(pert, A={k: v.clone().requires_grad_() for k, v in pert.A.items()})
+    assert not lora.should_merge(qwen3.model, trainable)
+    monkeypatch.setattr(lora, "_free_bytes", lambda device: lora.merged_bytes(qwen3.model, pert.spec))  # copies need half of it
+    assert not lora.should_merge(qwen3.model, pert)
 
 
 def test_per_sample_factors_in_a_batch_match_one_by_one(qwen3):

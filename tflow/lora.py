@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -242,15 +243,45 @@ def is_patched(model: nn.Module) -> bool:
         return id(model) in _INSTALLED
 
 
+def _free_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on `device`, or None when it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def merged_bytes(model: nn.Module, spec: TargetSpec) -> int:
+    """Bytes one request's merged copies of the targeted weights take."""
+    modules = dict(model.named_modules())
+    return sum(modules[spec.module_name(layer, name)].weight.nbytes for layer in range(spec.num_layers) for name in spec.modules)
+
+
+def should_merge(model: nn.Module, perturbation: Perturbation) -> bool:
+    """The "auto" rule: merge for a batch of one whose factors need no gradient (inference),
+    when the per-request weight copies fit in half of the free memory; otherwise low rank
+    (batches: per-sample factors; training: gradients flow through A and B)."""
+    if perturbation.batch_size != 1:
+        return False
+    if any(t.requires_grad for t in (*perturbation.A.values(), *perturbation.B.values(), perturbation.weights)):
+        return False
+    free = _free_bytes(next(model.parameters()).device)
+    return free is None or merged_bytes(model, perturbation.spec) <= free // 2
+
+
 @contextlib.contextmanager
 def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto") -> Iterator[None]:
     """Apply `perturbation` to `model` for the current thread / task only, for the `with` body.
 
-    merge="auto" merges dW into per-request weight copies for a batch of one when no
-    gradient is needed (fastest decoding); otherwise the low-rank per-sample path is used.
+    merge="auto" (`should_merge`) merges dW into per-request weight copies for a single
+    inference query (fastest decoding); otherwise the low-rank per-sample path is used.
     """
     if merge == "auto":
-        merge = perturbation.batch_size == 1 and not torch.is_grad_enabled()
+        merge = should_merge(model, perturbation)
     if _ACTIVE.get() is not None:
         raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
     with torch.no_grad() if merge else contextlib.nullcontext():

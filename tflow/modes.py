@@ -12,6 +12,7 @@ into stages; all of it per query, amortised over the batch for `run_batch`.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -278,7 +279,9 @@ class _Job:
     def n(self) -> int:
         return len(self.questions)
 
-    def _receiver(self, messages: list[dict[str, str]] | None = None) -> tuple[list[Generated], float]:
+    def _receiver(self, messages: list[dict[str, str]] | None = None, perturbation: lora.Perturbation | None = None) -> tuple[list[Generated], float]:
+        """The receiver's generation, with `perturbation` applied; the seconds include applying it
+        (merging dW into weight copies is part of what a perturbed answer costs)."""
         pipe, recv = self.pipe, self.roles.receiver
         prompts = [build_prompt(pipe.backbone, recv, q, None, m) for q, m in zip(self.questions, messages or [None] * self.n)]
         pipe._check_fits(prompts, self.settings.max_new_tokens)
@@ -294,7 +297,8 @@ class _Job:
 
         self.on_stage("receiver")
         t0 = time.perf_counter()
-        gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
+        with lora.apply(pipe.backbone.model, perturbation, pipe.merge) if perturbation is not None else contextlib.nullcontext():
+            gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
         return gens, time.perf_counter() - t0
 
     def _results(self, mode: str, gens: list[Generated], timings: dict[str, float], usage_extra: list[dict[str, tuple[int, int, int]]], **per_query) -> list[RunResult]:
@@ -316,8 +320,7 @@ class _Job:
         return self._results("single", gens, {"receiver": t}, [{} for _ in gens])
 
     def static(self) -> list[RunResult]:
-        with lora.apply(self.pipe.backbone.model, self.pipe.static, self.pipe.merge):
-            gens, t = self._receiver()
+        gens, t = self._receiver(perturbation=self.pipe.static)
         return self._results("static", gens, {"receiver": t}, [{} for _ in gens], perturbation=[self.pipe.static] * self.n)
 
     def textmas(self) -> list[RunResult]:
@@ -340,8 +343,7 @@ class _Job:
         cond = self.pipe.condition(self.sender_questions, self.contexts, self.roles, self.on_stage)
         pert = cond.perturbation if self.keep_senders is None else cond.perturbation.only(self.keep_senders)
         usage = [{a.role: (n, 0, 0) for a, n in zip(self.roles.senders, row)} for row in cond.processed_tokens]
-        with lora.apply(self.pipe.backbone.model, pert, self.pipe.merge):
-            gens, t = self._receiver()
+        gens, t = self._receiver(perturbation=pert)
         per_sample = [pert.sample(i) for i in range(self.n)]
         return self._results("tflow", gens, {"sender_pass": cond.sender_seconds, "generator": cond.generator_seconds, "receiver": t},
                              usage, perturbation=per_sample, sender_states=cond.views)
