@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tflow.bench import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +40,24 @@ def test_cached_role_prefixes_cut_only_the_tokens_tflow_senders_process(tmp_path
         assert cached[mode]["processed_tokens"] == uncached[mode]["processed_tokens"]
     credited = reports[False]["ratios"]["tflow_over_textmas_tokens_if_textmas_cached_prefixes"]
     assert reports[False]["ratios"]["tflow_over_textmas_tokens"] < credited < 1
+
+
+def test_message_length_sweep_reports_one_block_per_length_with_the_floor(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "3,9", "-R", "2",
+          "--question-tokens", "8", "--queries", "1", "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    sweep = report["shape_by_message_tokens"]
+    assert list(sweep) == ["3", "9"] and report["shape"] == sweep["3"]
+    for m, block in sweep.items():
+        assert block["modes"]["textmas"]["generated_tokens"] == 2 * int(m) + 2
+        r = block["ratios"]
+        single, textmas = block["modes"]["single"]["seconds_median"], block["modes"]["textmas"]["seconds_median"]
+        assert r["floor_tflow_over_textmas_time"] == single / textmas and r["tflow_over_its_limit"] > 0
+    assert "ratios by senders' message length" in capsys.readouterr().out
+
+
+def test_bad_message_length_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--workload", "shape", "-M", "256,x"])
+    assert "positive integers separated by commas" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     python -m tflow.bench --json bench.json                 # both workloads
     python -m tflow.bench --workload shape --layers 28 --device cuda --dtype bf16   # full Qwen3-0.6B shape
+    python -m tflow.bench --workload shape -M 256,512,1024                          # ratios by message length
 
 Workloads (each after a warm-up, with the modes interleaved per query so machine noise
 hits all modes alike):
@@ -11,6 +12,9 @@ hits all modes alike):
   on CPU by default 4 of its 28 layers and the embedded tokenizer's vocabulary), fixed
   lengths: senders' messages M tokens, receiver answer R tokens, EOS ignored.
 Every number printed is measured in this one run; ratios compare modes of this run.
+Two bounds are printed with them: the floor of TFlow / TextMAS (Single / TextMAS: TFlow's
+receiver decodes Single's answer from Single's prompt) and TFlow over its own limit (one
+receiver generation + one batched sender prefill + one generator forward).
 """
 from __future__ import annotations
 
@@ -82,6 +86,11 @@ def ratios(modes: dict) -> dict:
         "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
         "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
         "per_token_overhead": per_token(t) / per_token(s) - 1,
+        # TFlow's receiver decodes Single's answer from Single's prompt, so Single's time is a floor:
+        # no TFlow can go below Single / TextMAS in this run.
+        "floor_tflow_over_textmas_time": s["seconds_median"] / x["seconds_median"],
+        # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
+        "tflow_over_its_limit": t["seconds_median"] / (s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]),
         # Same question, same receiver prompt: equal cache after prefill (lengths then grow with the answer).
         "tflow_receiver_prefill_equals_single": t["receiver_prefill_tokens"] == s["receiver_prefill_tokens"],
         "textmas_over_single_receiver_kv": x["receiver_kv_cache_bytes"] / s["receiver_kv_cache_bytes"],
@@ -141,8 +150,9 @@ def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
     return text
 
 
-def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, message: int, answer: int, question: int,
-                   queries: int, merge: bool | str = "auto", prefix_cache: bool = True) -> dict:
+def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, messages: list[int], answer: int, question: int,
+                   queries: int, merge: bool | str = "auto", prefix_cache: bool = True) -> dict[int, dict]:
+    """One block per sender-message length M (the same model, generator and questions)."""
     backbone = shape_backbone(tokenizer_dir, layers, device, dtype)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
@@ -153,20 +163,24 @@ def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | No
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge)
-    settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
-    modes = interleaved(pipe, qs, settings)
-    out = ratios(modes)
-    # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
-    # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
-    if prefix_cache:
-        prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
-        out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
-    return {"config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
+    blocks = {}
+    for message in messages:
+        settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
+        modes = interleaved(pipe, qs, settings)
+        out = ratios(modes)
+        # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
+        # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
+        if prefix_cache:
+            prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
+            out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
+        blocks[message] = {
+            "config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
                        "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,
                        "parameters": backbone.num_parameters, "merge": merge, "prefix_cache": prefix_cache,
                        "generator": asdict(gen.config)},
             "modes": modes, "ratios": out}
+    return blocks
 
 
 def _print(name: str, block: dict) -> None:
@@ -182,6 +196,26 @@ def _print(name: str, block: dict) -> None:
         print("batched TFlow: " + ", ".join(f"{k}={v:.2f}" for k, v in block["throughput"].items()))
 
 
+def _print_sweep(blocks: dict[int, dict]) -> None:
+    print("\n== shape: ratios by senders' message length M ==")
+    print("| M | TFlow / TextMAS time | floor (Single / TextMAS) | TFlow / TextMAS tokens | TFlow / Single time | per-token overhead |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for m, b in blocks.items():
+        r = b["ratios"]
+        print(f"| {m} | {r['tflow_over_textmas_time']:.3f} (1/{1 / r['tflow_over_textmas_time']:.1f}) | {r['floor_tflow_over_textmas_time']:.3f} | "
+              f"{r['tflow_over_textmas_tokens']:.3f} | {r['tflow_over_single_time']:.3f} | {100 * r['per_token_overhead']:.1f}% |")
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -190,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None)
     p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: 28 on GPU, 4 on CPU)")
-    p.add_argument("--message-tokens", "-M", type=int, default=256)
+    p.add_argument("--message-tokens", "-M", type=_lengths, default=[256],
+                   help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
     p.add_argument("--answer-tokens", "-R", type=int, default=128)
     p.add_argument("--question-tokens", type=int, default=64)
     p.add_argument("--queries", type=int, default=6)
@@ -210,10 +245,15 @@ def main(argv: list[str] | None = None) -> None:
             _print(f"tasks: {task}", block)
     if a.workload in ("shape", "both"):
         layers = a.layers or (28 if resolve_device(a.device).type == "cuda" else 4)
-        report["shape"] = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries,
-                                         merge=False if a.no_merge else "auto", prefix_cache=not a.no_prefix_cache)
+        blocks = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries,
+                                merge=False if a.no_merge else "auto", prefix_cache=not a.no_prefix_cache)
+        for m, block in blocks.items():
+            _print(f"shape: {block['config']['model']}, M = {m}, R = {a.answer_tokens}", block)
+        report["shape"] = blocks[a.message_tokens[0]]  # the first M is the headline
         report["ratios"] = report["shape"]["ratios"]
-        _print(f"shape: {report['shape']['config']['model']}", report["shape"])
+        if len(blocks) > 1:
+            report["shape_by_message_tokens"] = {str(m): b for m, b in blocks.items()}
+            _print_sweep(blocks)
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
 
