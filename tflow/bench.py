@@ -51,6 +51,8 @@ def _summary(rows: list[RunResult]) -> dict:
         "receiver_kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r in rows),
         "peak_kv_cache_bytes": max(_peak_kv(r) for r in rows),
         "stages_median": {k: statistics.median(r.timings[k] for r in rows) for k in rows[0].timings},
+        # per query, in run order: the receiver's seconds per generated token (for paired ratios)
+        "receiver_s_per_token": [r.timings["receiver"] / max(1, r.usage.by_agent[_receiver(r)].generated_tokens) for r in rows],
     }
 
 
@@ -65,11 +67,12 @@ def _peak_kv(r: RunResult) -> int:
 
 
 def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, warmup: int = 2) -> dict:
-    """Run every mode on every query, modes interleaved per query; the first `warmup`
-    queries are run but not counted."""
+    """Run every mode on every query, modes interleaved per query (the order rotates from one
+    query to the next, so no mode always follows another); the first `warmup` queries are
+    run but not counted."""
     rows: dict[str, list[RunResult]] = {m: [] for m in MODES}
     for i, (question, contexts) in enumerate(queries):
-        for mode in MODES:
+        for mode in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
             pipe.clear_cache()  # TFlow pays its sender pass and generator every query
             res = pipe.run(question, mode, contexts, settings=settings)
             if i >= warmup:
@@ -79,22 +82,26 @@ def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: Gen
 
 def ratios(modes: dict) -> dict:
     t, x, s = modes["tflow"], modes["textmas"], modes["single"]
-    per_token = lambda m: m["stages_median"]["receiver"] / max(1e-9, m["receiver_generated_tokens"])
-    return {
+    # Paired per query (same query, same round of modes), then the median: steadier than a ratio of medians.
+    paired = [a / b for a, b in zip(t["receiver_s_per_token"], s["receiver_s_per_token"])]
+    out = {
         "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
         "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
         "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
         "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
-        "per_token_overhead": per_token(t) / per_token(s) - 1,
-        # TFlow's receiver decodes Single's answer from Single's prompt, so Single's time is a floor:
-        # no TFlow can go below Single / TextMAS in this run.
-        "floor_tflow_over_textmas_time": s["seconds_median"] / x["seconds_median"],
-        # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
-        "tflow_over_its_limit": t["seconds_median"] / (s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]),
+        "per_token_overhead": statistics.median(paired) - 1,
         # Same question, same receiver prompt: equal cache after prefill (lengths then grow with the answer).
         "tflow_receiver_prefill_equals_single": t["receiver_prefill_tokens"] == s["receiver_prefill_tokens"],
         "textmas_over_single_receiver_kv": x["receiver_kv_cache_bytes"] / s["receiver_kv_cache_bytes"],
     }
+    if t["receiver_generated_tokens"] == s["receiver_generated_tokens"]:  # fixed lengths: the bounds are exact
+        # TFlow's receiver decodes as many tokens as Single from Single's prompt, so Single's time
+        # is a floor: no TFlow can go below Single / TextMAS in this run.
+        out["floor_tflow_over_textmas_time"] = s["seconds_median"] / x["seconds_median"]
+        # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
+        limit = s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]
+        out["tflow_over_its_limit"] = t["seconds_median"] / limit
+    return out
 
 
 def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, batch: int = 16) -> dict:

@@ -20,9 +20,10 @@ request and removed by the last one, so once no request runs no trace is left
 (the original `forward` attribute is restored). Weights are never written: the
 base model is bit-identical afterwards by construction, also when generation raises.
 
-Fast path: for a single sample without autograd the fused delta is merged into a
-per-request copy of each targeted weight (`W + B_cat A_cat`), so decoding costs one
-plain matmul per linear; batches use the low-rank path with per-sample factors.
+Fast path: for a single sample whose factors need no gradient, the fused delta is merged
+into a per-request copy of each targeted weight (`W + B_cat A_cat`), so decoding costs one
+plain matmul per linear, when those copies fit in half the free memory (`should_merge`);
+batches and training use the low-rank path with per-sample factors.
 """
 from __future__ import annotations
 
