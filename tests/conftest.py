@@ -59,3 +59,13 @@ def llama(tokenizer) -> Backbone:
         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=256,
     )
     return Backbone(LlamaForCausalLM(cfg).eval(), tokenizer, "tiny-llama")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
