@@ -17,6 +17,7 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "6", "-R", "4",
           "--question-tokens", "8", "--queries", "1", "--threads", "1", "--json", str(out)])
     report = json.loads(out.read_text())
+    assert report["host"]["threads"] == 1 and report["host"]["cpu_count"] >= 1  # where the numbers were measured
     ratios = report["ratios"]
     assert {"tflow_over_textmas_time", "tflow_over_textmas_tokens", "tflow_over_single_time", "per_token_overhead"} <= set(ratios)
     modes = report["shape"]["modes"]

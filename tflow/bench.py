@@ -19,14 +19,17 @@ receiver generation + one batched sender prefill + one generator forward).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -213,6 +216,15 @@ def _print_sweep(blocks: dict[int, dict]) -> None:
               f"{r['tflow_over_textmas_tokens']:.3f} | {r['tflow_over_single_time']:.3f} | {100 * r['per_token_overhead']:.1f}% |")
 
 
+def _host(threads: int) -> dict:
+    """What the numbers were measured on: CPU model, cores, threads used, library versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
 def _lengths(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    report: dict = {"device": str(resolve_device(a.device))}
+    report: dict = {"device": str(resolve_device(a.device)), "host": _host(a.threads)}
     if torch.cuda.is_available():
         report["device_name"] = torch.cuda.get_device_name()
     if a.workload in ("tasks", "both"):
