@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets
-from tflow import lora
+from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets, lora
 from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
 from tflow.generator import GeneratorMismatchError
 

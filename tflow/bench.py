@@ -174,15 +174,15 @@ def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | No
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
+    # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
+    # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
+    prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
     blocks = {}
     for message in messages:
         settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
         modes = interleaved(pipe, qs, settings)
         out = ratios(modes)
-        # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
-        # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
         if prefix_cache:
-            prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
             out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
         blocks[message] = {
             "config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,

@@ -51,6 +51,13 @@ class TargetSpec:
     def module_name(self, layer: int, name: str) -> str:
         return f"{self.layers_path}.{layer}.{name}"
 
+    def linears(self, model: nn.Module) -> Iterator[tuple[int, str, nn.Linear]]:
+        """(layer, name inside the layer, module) of every targeted linear of `model`, layer-major."""
+        layers = model.get_submodule(self.layers_path)
+        for layer in range(self.num_layers):
+            for name in self.modules:
+                yield layer, name, layers[layer].get_submodule(name)
+
 
 def _decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     n = model.config.num_hidden_layers
@@ -172,18 +179,15 @@ class _Active:
 
     def __init__(self, model: nn.Module, p: Perturbation, merge: bool):
         self.ops: dict[nn.Module, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
-        modules = dict(model.named_modules())
-        for layer in range(p.spec.num_layers):
-            for name in p.spec.modules:
-                mod = modules[p.spec.module_name(layer, name)]
-                a, b = p.stacked(layer, name)
-                a, b = a.to(mod.weight.dtype), b.to(mod.weight.dtype)
-                if merge:
-                    # one fused pass: W + B A without materialising B A on its own
-                    merged = torch.addmm(mod.weight, b[0], a[0], out=_POOL.take(mod.weight))
-                    self.ops[mod] = ("merged", merged, None)
-                else:
-                    self.ops[mod] = ("lowrank", a, b)
+        for layer, name, mod in p.spec.linears(model):
+            a, b = p.stacked(layer, name)
+            a, b = a.to(mod.weight.dtype), b.to(mod.weight.dtype)
+            if merge:
+                # one fused pass: W + B A without materialising B A on its own
+                merged = torch.addmm(mod.weight, b[0], a[0], out=_POOL.take(mod.weight))
+                self.ops[mod] = ("merged", merged, None)
+            else:
+                self.ops[mod] = ("lowrank", a, b)
 
 
 _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("tflow_active_perturbation", default=None)
@@ -214,13 +218,10 @@ def _install(model: nn.Module, spec: TargetSpec) -> None:
         if entry is not None:
             entry[0] += 1
             return
-        modules = dict(model.named_modules())
         saved = {}
-        for layer in range(spec.num_layers):
-            for name in spec.modules:
-                mod = modules[spec.module_name(layer, name)]
-                saved[mod] = mod.__dict__.get("forward", _MISSING)
-                mod.forward = _patched_forward(mod, mod.forward)
+        for _, _, mod in spec.linears(model):
+            saved[mod] = mod.__dict__.get("forward", _MISSING)
+            mod.forward = _patched_forward(mod, mod.forward)
         _INSTALLED[id(model)] = [1, saved]
 
 
@@ -258,8 +259,7 @@ def _free_bytes(device: torch.device) -> int | None:
 
 def merged_bytes(model: nn.Module, spec: TargetSpec) -> int:
     """Bytes one request's merged copies of the targeted weights take."""
-    modules = dict(model.named_modules())
-    return sum(modules[spec.module_name(layer, name)].weight.nbytes for layer in range(spec.num_layers) for name in spec.modules)
+    return sum(mod.weight.nbytes for _, _, mod in spec.linears(model))
 
 
 def should_merge(model: nn.Module, perturbation: Perturbation) -> bool:

@@ -211,9 +211,8 @@ class Studio:
 
 def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
     """(layers, modules) ||W||_F of the backbone's targeted weights, for the relative heatmap."""
-    modules = dict(model.named_modules())
-    return np.array([[float(modules[spec.module_name(layer, name)].weight.detach().float().norm()) for name in spec.modules]
-                     for layer in range(spec.num_layers)])
+    norms = [float(mod.weight.detach().float().norm()) for _, _, mod in spec.linears(model)]
+    return np.array(norms).reshape(spec.num_layers, len(spec.modules))
 
 
 def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
