@@ -88,10 +88,12 @@ class LayerAggregator(nn.Module):
         return torch.softmax(self.logits / self.log_temperature.exp(), dim=0)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """(..., L+1, T, H) -> (..., T, H); each layer is RMS-normalised first so that the
-        weights compare layers, not their very different scales."""
+        """(..., L+1, T, H) -> (..., T, H) in fp32, whatever the dtype of the states or of the
+        generator: each layer is RMS-normalised first so that the weights compare layers, not
+        their very different scales (bf16 hidden states overflow nothing here, but their sum of
+        squares loses precision)."""
         states = F.rms_norm(states.float(), (states.shape[-1],))
-        return torch.einsum("l,...lth->...th", self.weights(), states)
+        return torch.einsum("l,...lth->...th", self.weights().float(), states)
 
 
 class Attention(nn.Module):
