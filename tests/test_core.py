@@ -84,7 +84,7 @@ def test_auto_merge_falls_back_to_low_rank_for_gradients_and_tight_memory(qwen3,
     assert lora.should_merge(qwen3.model, pert)
     trainable = replace(pert, A={k: v.clone().requires_grad_() for k, v in pert.A.items()})
     assert not lora.should_merge(qwen3.model, trainable)
-    monkeypatch.setattr(lora, "_free_bytes", lambda device: lora.merged_bytes(qwen3.model, pert.spec))  # copies need half of it
+    monkeypatch.setattr(lora, "free_bytes", lambda device: lora.merged_bytes(qwen3.model, pert.spec))  # copies need half of it
     assert not lora.should_merge(qwen3.model, pert)
 
 

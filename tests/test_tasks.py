@@ -65,14 +65,41 @@ def test_answer_extraction(text, want):
     assert tasks.extract_answer(text) == want
 
 
-def test_gsm8k_jsonl_files_load_with_their_final_answers(tmp_path):
-    path = tmp_path / "gsm.jsonl"
-    rows = [{"question": f"Q{i}: what is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(200)]
+def _gsm_file(path, n: int = 200):
+    rows = [{"question": f"Q{i}: what is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(n)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    test = tasks.examples(f"jsonl:{path}", "test", 1000)
-    train = tasks.examples(f"jsonl:{path}", "train", 1000)
-    assert len(test) + len(train) == 200 and test
+    return f"jsonl:{path}"
+
+
+def test_a_jsonl_file_is_a_split_used_whole(tmp_path):
+    task = _gsm_file(tmp_path / "gsm.jsonl", 3)
+    for split in ("test", "train"):  # the file the user gives is the split: every row, in file order
+        rows = tasks.examples(task, split, None)
+        assert [e.answer for e in rows] == ["1", "2", "3"]
+    assert len(tasks.examples(task, "test", 2)) == 2
+    draw = tasks.stream(task, seed=0)
+    assert {draw().answer for _ in range(60)} == {"1", "2", "3"}  # training samples every row
+
+
+def test_hash_split_of_one_jsonl_file_is_disjoint_and_explicit(tmp_path):
+    task = _gsm_file(tmp_path / "gsm.jsonl")
+    test = tasks.examples(task, "test", None, hash_split=True)
+    train = tasks.examples(task, "train", None, hash_split=True)
+    assert len(test) + len(train) == 200 and test and not {e.key for e in test} & {e.key for e in train}
     assert all(e.answer == str(int(e.question.split()[3]) + 1) for e in test)
+
+
+def test_bad_jsonl_rows_are_named_by_line_before_anything_runs_or_skipped_on_request(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "what is 1 + 1?", "answer": "#### 2"}\n{"question": "", "answer": "#### 3"}\n'
+                    '\n{"question": "no answer key"}\nnot json\n')
+    with pytest.raises(ValueError) as e:
+        tasks.examples(f"jsonl:{path}", "test", None)
+    msg = str(e.value)
+    assert "3 bad row(s)" in msg and "line 2: empty question" in msg and "line 4: no 'answer' key" in msg and "line 5: not JSON" in msg
+    assert "\n" not in msg
+    rows, skipped = tasks.load_jsonl(str(path), skip_bad_rows=True)
+    assert [e.answer for e in rows] == ["2"] and skipped == 3
 
 
 def test_bad_task_inputs_are_readable_errors(tmp_path):

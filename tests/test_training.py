@@ -135,3 +135,71 @@ def test_pretrain_makes_a_backbone_that_plain_transformers_loads(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["stages"][-1]["config"]["steps"] == 2 and card["parameters"] == sum(p.numel() for p in model.parameters())
     assert tok.decode(tok("Ünïcode ☃ never seen").input_ids) == "Ünïcode ☃ never seen"  # byte-level: no OOV
+
+
+def _gsm8k(path: Path, n: int, bad_line: int | None = None) -> str:
+    rows = [json.dumps({"question": f"Tom has {i} pens and buys 2 more. How many pens?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"})
+            for i in range(n)]
+    if bad_line is not None:
+        rows[bad_line - 1] = json.dumps({"question": "   ", "answer": "#### 1"})
+    path.write_text("\n".join(rows) + "\n")
+    return f"jsonl:{path}"
+
+
+def test_evaluate_uses_every_row_of_a_jsonl_file(model_dir, tmp_path):
+    out = tmp_path / "gsm.json"
+    evaluate_main(["--task", _gsm8k(tmp_path / "gsm8k_test.jsonl", 7), "--model", str(model_dir), "--modes", "single",
+                   "--json", str(out), "--threads", "1"])
+    report = json.loads(out.read_text())
+    assert report["results"]["single"]["n"] == 7 and report["split"] == "whole file"
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "train"])
+def test_a_bad_jsonl_row_fails_in_one_line_naming_it_before_any_model_loads(tool, tmp_path, capsys):
+    task = _gsm8k(tmp_path / "gsm.jsonl", 5, bad_line=4)
+    main = evaluate_main if tool == "evaluate" else train_main
+    with pytest.raises(SystemExit) as e:
+        main(["--task", task, "--model", str(tmp_path / "no-such-model"), "--threads", "1"])  # the data are checked first
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "line 4: empty question" in err and "Traceback" not in err
+
+
+def test_training_refuses_a_configuration_that_cannot_fit_with_the_estimate(model_dir, tmp_path, capsys, monkeypatch):
+    from tflow import lora
+    monkeypatch.setattr(lora, "free_bytes", lambda device: 1000)
+    with pytest.raises(SystemExit) as e:
+        train_main(["--task", "relay", "--model", str(model_dir), "--out", str(tmp_path / "g"), "--steps", "1", *SMALL])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "Traceback" not in err
+    err = err.splitlines()[-1]  # after the model-loading progress bar: the one error line
+    assert err.startswith("error: ") and "needs ~" in err and "receiver activations" in err and "--gradient-checkpointing" in err
+
+
+def test_training_reports_seconds_per_step_and_peak_memory(model_dir, tmp_path, capsys):
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(tmp_path / "g"), "--steps", "2", "--eval-every", "2", *SMALL])
+    out = capsys.readouterr()
+    assert "memory estimate: ~" in out.out
+    last = json.loads(out.out.strip().splitlines()[-1])
+    assert last["seconds_per_step"] > 0 and last["peak_memory_bytes"] > 0 and last["estimated_memory_bytes"] > 0
+
+
+def test_gradient_checkpointing_gives_the_gradients_of_plain_backward(make_qwen3):
+    from tflow.agents import Roles
+    from tflow.generator import GeneratorConfig
+    from tflow.train import TrainConfig, _Objective
+
+    batch = tasks.examples("relay", "train", 3, seed=2)
+    grads = {}
+    for ckpt in (False, True):
+        backbone = make_qwen3(seed=31)  # a fresh model each: checkpointing is switched on in place
+        cfg = TrainConfig(generator=GeneratorConfig(d_model=32, n_heads=2, chunk_size=32), gradient_checkpointing=ckpt)
+        obj = _Objective(cfg, backbone, Roles())
+        torch.nn.init.normal_(obj.module.head_b.weight, std=0.05)  # gradients reach every part of the generator
+        with obj.loss(obj.module, batch) as loss:
+            loss.backward()
+        grads[ckpt] = {n: p.grad.clone() for n, p in obj.module.named_parameters() if p.grad is not None}
+        assert backbone.model.is_gradient_checkpointing == ckpt and not backbone.model.training
+    assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 10
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, atol=1e-6, rtol=1e-5, msg=name)

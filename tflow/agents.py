@@ -19,6 +19,8 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -307,6 +309,7 @@ class GenerationSettings:
     seed: int = 0
     timeout_s: float | None = None
     ignore_eos: bool = False  # always generate the full budget (fixed-length benchmarks)
+    allowed_tokens: tuple[int, ...] | None = None  # decode only these ids (benchmarks: text that re-tokenises exactly)
 
     MAX_NEW_TOKENS_CAP = 4096
 
@@ -321,6 +324,8 @@ class GenerationSettings:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s!r}")
+        if self.allowed_tokens is not None and not self.allowed_tokens:
+            raise ValueError("allowed_tokens must name at least one token id")
 
 
 @dataclass
@@ -348,6 +353,18 @@ class _CallbackStreamer(BaseStreamer):
 
     def end(self) -> None:
         pass
+
+
+class _AllowOnly(LogitsProcessor):
+    """Masks every id but `allowed` (hand-written: transformers' SuppressTokens runs `isin` over
+    the whole vocabulary at every step, which is slow with 151k suppressed ids)."""
+
+    def __init__(self, allowed: Sequence[int], vocab: int, device: torch.device):
+        self.blocked = torch.ones(vocab, dtype=torch.bool, device=device)
+        self.blocked[list(allowed)] = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores.masked_fill(self.blocked[: scores.shape[-1]], float("-inf"))
 
 
 class _StopWhen(StoppingCriteria):
@@ -396,6 +413,8 @@ def generate(
         generation_config=config,
         streamer=_CallbackStreamer(on_token) if on_token else None,
         stopping_criteria=StoppingCriteriaList([stop]),
+        logits_processor=LogitsProcessorList(
+            [_AllowOnly(settings.allowed_tokens, backbone.model.config.vocab_size, backbone.device)] if settings.allowed_tokens else []),
     )
     results = []
     for row, prompt in zip(out[:, ids.shape[1]:].tolist(), prompts):

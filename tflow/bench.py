@@ -1,16 +1,22 @@
 """Side-by-side benchmark of Single, TextMAS and TFlow: tokens, latency, KV cache, ratios.
 
     python -m tflow.bench --json bench.json                 # both workloads
-    python -m tflow.bench --workload shape --layers 28 --device cuda --dtype bf16   # full Qwen3-0.6B shape
-    python -m tflow.bench --workload shape -M 256,512,1024                          # ratios by message length
+    python -m tflow.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16   # all 36 layers of Qwen3-4B's shape
+    python -m tflow.bench --workload shape -M 256,512,1024                               # ratios by message length
 
 Workloads (each after a warm-up, with the modes interleaved per query so machine noise
 hits all modes alike):
 - tasks: the embedded backbone and generators on the embedded tasks, natural lengths.
-- shape: cost structure at paper-like lengths on a randomly initialised model with
-  Qwen3-0.6B's published shape (hidden 1024, 16 query / 8 KV heads of 128, MLP 3072;
-  on CPU by default 4 of its 28 layers and the embedded tokenizer's vocabulary), fixed
-  lengths: senders' messages M tokens, receiver answer R tokens, EOS ignored.
+- shape: cost structure at paper-like lengths on a randomly initialised model with a
+  published Qwen3 shape (`--shape qwen3-0.6b | qwen3-4b | qwen3-8b`, full 151,936-token
+  vocabulary; on CPU by default 4 of its layers), the generator sized for it, fixed
+  lengths: senders' messages M tokens, receiver answer R tokens, EOS ignored. Decoding is
+  restricted to word tokens that re-tokenise to themselves, so each TextMAS message reaches
+  the receiver as exactly M tokens (the report checks it).
+Each block also reports its distance to the physical limit: bytes of weights and KV read
+per decoded token, seconds per token and the bandwidth achieved (on CUDA, as a fraction of
+a device-to-device copy measured in the same run). A progress bar follows every query and
+the JSON is rewritten after every block.
 Every number printed is measured in this one run; ratios compare modes of this run.
 Two bounds are printed with them: the floor of TFlow / TextMAS (Single / TextMAS: TFlow's
 receiver decodes Single's answer from Single's prompt) and TFlow over its own limit (one
@@ -23,26 +29,31 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import transformers
 from torch import nn
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from tqdm import tqdm
 
 from . import lora, tasks
-from .agents import Backbone, GenerationSettings, load_backbone, resolve_device, resolve_dtype, sender_prompts
-from .generator import GeneratorConfig, ParameterGenerator
+from .cli import user_errors
+from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
+from .generator import ParameterGenerator
 from .modes import Pipeline, RunResult
+from .shapes import SHAPES, ModelShape, get_shape, shape_backbone
+from .stats import percentile
 
 MODES = ("single", "textmas", "tflow")
 
 
 def _summary(rows: list[RunResult]) -> dict:
-    secs = sorted(r.timings["total"] for r in rows)
+    secs = [r.timings["total"] for r in rows]
     return {
         "queries": len(rows),
         "processed_tokens": statistics.fmean(r.usage.total_tokens for r in rows),
@@ -50,7 +61,8 @@ def _summary(rows: list[RunResult]) -> dict:
         "generated_tokens": statistics.fmean(r.usage.generated_tokens for r in rows),
         "receiver_generated_tokens": statistics.fmean(r.usage.by_agent[_receiver(r)].generated_tokens for r in rows),
         "seconds_median": statistics.median(secs),
-        "seconds_p90": secs[int(0.9 * (len(secs) - 1))],
+        "seconds_p90": percentile(secs, 0.9),
+        "seconds": secs,  # per query, in run order
         "receiver_kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r in rows),
         "peak_kv_cache_bytes": max(_peak_kv(r) for r in rows),
         "stages_median": {k: statistics.median(r.timings[k] for r in rows) for k in rows[0].timings},
@@ -69,18 +81,21 @@ def _peak_kv(r: RunResult) -> int:
     return max(senders, r.kv_cache_bytes)
 
 
-def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, warmup: int = 2) -> dict:
+def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, warmup: int = 2,
+                desc: str = "queries") -> dict[str, list[RunResult]]:
     """Run every mode on every query, modes interleaved per query (the order rotates from one
     query to the next, so no mode always follows another); the first `warmup` queries are
-    run but not counted."""
+    run but not counted. A progress bar shows each query and mode as it runs."""
     rows: dict[str, list[RunResult]] = {m: [] for m in MODES}
-    for i, (question, contexts) in enumerate(queries):
+    bar = tqdm(queries, desc=desc, unit="query")
+    for i, (question, contexts) in enumerate(bar):
         for mode in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
+            bar.set_postfix_str(f"{'warm-up' if i < warmup else 'counted'}: {mode}")
             pipe.clear_cache()  # TFlow pays its sender pass and generator every query
             res = pipe.run(question, mode, contexts, settings=settings)
             if i >= warmup:
                 rows[mode].append(res)
-    return {m: _summary(r) for m, r in rows.items()}
+    return rows
 
 
 def ratios(modes: dict) -> dict:
@@ -123,11 +138,11 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
     return {"batch": len(qs), "queries_per_s_batch1": one, f"queries_per_s_batch{len(qs)}": many, "speedup": many / one}
 
 
-def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True) -> dict:
+def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True) -> Iterator[tuple[str, dict]]:
+    """(task, block) for each embedded task, yielded as soon as it is measured."""
     backbone = load_backbone(model, device=device)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
-    out = {}
     for task in tasks.TASKS:
         gen_dir = Path("checkpoints/generators") / task
         spec = lora.infer_targets(backbone.model)
@@ -135,21 +150,23 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
-        modes = interleaved(pipe, qs[: queries + 2], settings)
-        out[task] = {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
-    return out
+        modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + 2], settings, desc=task).items()}
+        yield task, {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
 
 
-def shape_backbone(tokenizer_dir: str, layers: int, device: str, dtype: str | None) -> Backbone:
-    """A random model with Qwen3-0.6B's per-layer shape and `layers` layers."""
-    tok = load_backbone(tokenizer_dir, device="cpu").tokenizer
-    dev = resolve_device(device)
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=1024, intermediate_size=3072, num_hidden_layers=layers,
-                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
-                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(cfg).to(dev, resolve_dtype(dtype, dev))
-    return Backbone(model, tok, f"random Qwen3-0.6B shape, {layers}/28 layers")
+def round_trip_tokens(tokenizer) -> tuple[int, ...]:
+    """Ids that decode to one lowercase word with a leading space and encode back to themselves:
+    any sequence of them re-tokenises to exactly the same ids, so a TextMAS message of M
+    generated tokens reaches the receiver as exactly M tokens (random ids decoded to text and
+    re-tokenised come back about twice as long)."""
+    ids = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if re.fullmatch(r" [a-z]+", text) and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
+            ids.append(i)
+    if not ids:
+        raise ValueError("the tokenizer has no single-word tokens that round-trip; the shape workload cannot fix message lengths")
+    return tuple(ids)
 
 
 def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
@@ -160,36 +177,94 @@ def fixed_question(tokenizer, n_tokens: int, i: int) -> str:
     return text
 
 
-def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | None, messages: list[int], answer: int, question: int,
-                   queries: int, merge: bool | str = "auto", prefix_cache: bool = True) -> dict[int, dict]:
-    """One block per sender-message length M (the same model, generator and questions)."""
-    backbone = shape_backbone(tokenizer_dir, layers, device, dtype)
+def message_tokens_in_receiver_prompt(pipe: Pipeline, question: str, prefill: int, word: int) -> int:
+    """How many of the TextMAS receiver's prompt tokens are the senders' messages: its prefill
+    minus the same prompt with one-token messages, plus those tokens."""
+    senders = pipe.roles.senders
+    one = {a.role: pipe.backbone.tokenizer.decode([word]).strip() for a in senders}
+    return prefill - len(build_prompt(pipe.backbone, pipe.roles.receiver, question, None, one).input_ids) + len(senders)
+
+
+def weight_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of weights one decoding step reads: every parameter once (a tied embedding is the LM
+    head), except an untied input embedding, of which only one row is read."""
+    emb = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is emb
+    return sum(p.nbytes for p in model.parameters() if tied or p is not emb)
+
+
+def copy_bandwidth(device: torch.device, gib: float = 1.0) -> float | None:
+    """Device-to-device copy bandwidth in bytes/s (read + write counted), on CUDA; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    src = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize(device)
+    return 10 * 2 * src.nbytes / (start.elapsed_time(end) / 1000)
+
+
+def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
+    """Per mode: bytes read per decoded token (weights + the receiver's mean KV cache), seconds per
+    token (receiver stage / tokens: one prefill and the merge included) and the bandwidth achieved."""
+    weights = weight_bytes_per_token(backbone.model)
+    out = {"weight_bytes_per_token": weights, "copy_bytes_per_s": copy_bw}
+    for mode, r in modes.items():
+        tokens = r["receiver_generated_tokens"]
+        kv = backbone.kv_cache_bytes(int(r["receiver_prefill_tokens"] + tokens / 2))
+        s_tok = r["stages_median"]["receiver"] / max(1, tokens)
+        achieved = (weights + kv) / s_tok
+        out[mode] = {"kv_bytes_per_token": kv, "s_per_token": s_tok, "bytes_per_s": achieved,
+                     "fraction_of_copy_bandwidth": achieved / copy_bw if copy_bw else None}
+    return out
+
+
+def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None, messages: list[int],
+                   answer: int, question: int, queries: int, merge: bool | str = "auto", prefix_cache: bool = True,
+                   on_block: Callable[[int, dict], None] | None = None) -> dict[int, dict]:
+    """One block per sender-message length M (the same model, generator and questions);
+    `on_block(M, block)` is called as soon as each block is measured."""
+    backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
     spec = lora.infer_targets(backbone.model)
-    # The released generator's parameter tokens are 256 wide and carry 2 x 256 factor values
-    # each ("dim accumulation 2"): chunk_size 512 is that packing.
-    gen = ParameterGenerator(GeneratorConfig(d_model=256, chunk_size=512, n_heads=4), spec, backbone.name)
+    gen = ParameterGenerator(shape.generator, spec, backbone.name)
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge)
+    words = round_trip_tokens(backbone.tokenizer)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
     # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
     # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
     prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
+    copy_bw = copy_bandwidth(backbone.device)
     blocks = {}
     for message in messages:
-        settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True)
-        modes = interleaved(pipe, qs, settings)
+        settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True, allowed_tokens=words)
+        rows = interleaved(pipe, qs, settings, desc=f"{shape.name} M={message}")
+        modes = {m: _summary(r) for m, r in rows.items()}
         out = ratios(modes)
         if prefix_cache:
             out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (modes["textmas"]["processed_tokens"] - prefixes)
+        in_prompt = [message_tokens_in_receiver_prompt(pipe, r.question, r.receiver_prompt_tokens, words[0]) for r in rows["textmas"]]
+        out["textmas_message_tokens_in_receiver_prompt"] = statistics.fmean(in_prompt)
+        out["textmas_messages_reach_receiver_exactly"] = all(n == len(pipe.roles.senders) * message for n in in_prompt)
+        # no TFlow query slower than this times Single's median
+        out["slowest_tflow_over_single_median"] = max(modes["tflow"]["seconds"]) / modes["single"]["seconds_median"]
         blocks[message] = {
-            "config": {"layers": layers, "hidden": 1024, "M": message, "R": answer, "question_tokens": question,
-                       "device": str(backbone.device), "dtype": str(backbone.dtype), "model": backbone.name,
-                       "parameters": backbone.num_parameters, "merge": merge, "prefix_cache": prefix_cache,
-                       "generator": asdict(gen.config)},
-            "modes": modes, "ratios": out}
+            "config": {"shape": shape.name, "layers": backbone.num_layers, "hidden": shape.hidden, "vocab": shape.vocab, "M": message,
+                       "R": answer, "question_tokens": question, "device": str(backbone.device), "dtype": str(backbone.dtype),
+                       "model": backbone.name, "parameters": backbone.num_parameters, "merge": merge, "prefix_cache": prefix_cache,
+                       "generator": asdict(gen.config), "generator_parameters": sum(p.numel() for p in gen.parameters())},
+            "modes": modes, "ratios": out, "bandwidth": bandwidth(backbone, modes, copy_bw)}
+        if on_block is not None:
+            on_block(message, blocks[message])
     return blocks
 
 
@@ -235,14 +310,27 @@ def _lengths(text: str) -> list[int]:
     return values
 
 
+def _print_bandwidth(bw: dict) -> None:
+    copy = bw["copy_bytes_per_s"]
+    print(f"distance to the memory-bandwidth limit: {bw['weight_bytes_per_token'] / 1e9:.3f} GB of weights per decoded token"
+          + (f", device-to-device copy {copy / 1e12:.2f} TB/s" if copy else ""))
+    for mode in MODES:
+        r = bw[mode]
+        frac = f", {100 * r['fraction_of_copy_bandwidth']:.1f}% of copy bandwidth" if r["fraction_of_copy_bandwidth"] else ""
+        print(f"  {mode}: {1000 * r['s_per_token']:.2f} ms/token, KV {r['kv_bytes_per_token'] / 2**20:.1f} MB/token, "
+              f"{r['bytes_per_s'] / 1e9:.1f} GB/s achieved{frac}")
+
+
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both")
     p.add_argument("--model", default="checkpoints/tiny-qwen3", help="tasks workload backbone; its tokenizer serves the shape workload")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b", help="shape workload: published config of this model, random weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None)
-    p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: 28 on GPU, 4 on CPU)")
+    p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: all of the shape's on GPU, 4 on CPU)")
     p.add_argument("--message-tokens", "-M", type=_lengths, default=[256],
                    help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
     p.add_argument("--answer-tokens", "-R", type=int, default=128)
@@ -251,30 +339,44 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the senders' role prefixes every query (the 'before' of that fast path)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    report: dict = {"device": str(resolve_device(a.device)), "host": _host(a.threads)}
-    if torch.cuda.is_available():
-        report["device_name"] = torch.cuda.get_device_name()
+    device = resolve_device(a.device)
+    report: dict = {"device": str(device), "host": _host(a.threads)}
+    if device.type == "cuda":
+        report["device_name"] = torch.cuda.get_device_name(device)
+
+    def save() -> None:
+        if a.json:
+            Path(a.json).write_text(json.dumps(report, indent=2))
+
+    merge = False if a.no_merge else "auto"
     if a.workload in ("tasks", "both"):
-        report["tasks"] = tasks_workload(a.model, a.queries * 3, a.device, merge=False if a.no_merge else "auto",
-                                         prefix_cache=not a.no_prefix_cache)
-        for task, block in report["tasks"].items():
+        report["tasks"] = {}
+        for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache):
+            report["tasks"][task] = block
             _print(f"tasks: {task}", block)
+            save()
     if a.workload in ("shape", "both"):
-        layers = a.layers or (28 if resolve_device(a.device).type == "cuda" else 4)
-        blocks = shape_workload(a.model, layers, a.device, a.dtype, a.message_tokens, a.answer_tokens, a.question_tokens, a.queries,
-                                merge=False if a.no_merge else "auto", prefix_cache=not a.no_prefix_cache)
-        for m, block in blocks.items():
+        shape = get_shape(a.shape)
+        sweep: dict[str, dict] = {}
+
+        def on_block(m: int, block: dict) -> None:
             _print(f"shape: {block['config']['model']}, M = {m}, R = {a.answer_tokens}", block)
-        report["shape"] = blocks[a.message_tokens[0]]  # the first M is the headline
-        report["ratios"] = report["shape"]["ratios"]
+            _print_bandwidth(block["bandwidth"])
+            sweep[str(m)] = block
+            report["shape"] = sweep[str(a.message_tokens[0])]  # the first M is the headline
+            report["ratios"] = report["shape"]["ratios"]
+            if len(a.message_tokens) > 1:
+                report["shape_by_message_tokens"] = sweep
+            save()
+
+        blocks = shape_workload(shape, a.model, a.layers or (None if device.type == "cuda" else 4), a.device, a.dtype,
+                                a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
+                                prefix_cache=not a.no_prefix_cache, on_block=on_block)
         if len(blocks) > 1:
-            report["shape_by_message_tokens"] = {str(m): b for m, b in blocks.items()}
             _print_sweep(blocks)
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

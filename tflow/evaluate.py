@@ -7,6 +7,9 @@ TFlow's savings versus TextMAS and Single, and writes JSON ({"task", "results": 
 {...}}}) and CSV. Controls: --shuffle-conditions (each query gets another query's sender
 states), --sender-ablation (each sender's perturbation alone), --swap-facts (relay: the
 senders hold another value; does the answer follow them?). Greedy decoding throughout.
+
+A JSONL file (`--task jsonl:gsm8k_test.jsonl`) is evaluated whole; its rows are checked
+before any model loads, and a bad row fails the run in one line naming it.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ import torch
 from tqdm import tqdm
 
 from . import tasks
-from .modes import Pipeline, RunResult
+from .cli import user_errors
+from .modes import MODES, Pipeline, RunResult
+from .stats import percentile
 
 Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
 
@@ -62,7 +67,7 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
             "receiver_prompt_tokens": statistics.fmean(r.receiver_prompt_tokens for r, _ in rows),
             "generated_tokens": statistics.fmean(r.usage.generated_tokens for r, _ in rows),
             "seconds_per_query": statistics.fmean(seconds),
-            "seconds_p90": sorted(seconds)[int(0.9 * (len(seconds) - 1))],
+            "seconds_p90": percentile(seconds, 0.9),
             "kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r, _ in rows),
             "n": len(rows),
             "examples": [{"question": r.question, "answer": r.answer, "reference": ref} for r, ref in rows[:3]],
@@ -93,12 +98,13 @@ def format_table(task: str, results: dict) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, help="relay | split | arith | jsonl:PATH")
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
-    p.add_argument("--limit", type=int, default=300)
+    p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="checkpoints/tiny-qwen3")
     p.add_argument("--generator", default=None, help="default: checkpoints/generators/<task>")
@@ -109,16 +115,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shuffle-conditions", action="store_true")
     p.add_argument("--sender-ablation", action="store_true")
     p.add_argument("--swap-facts", action="store_true")
+    p.add_argument("--split-by-hash", action="store_true", help="jsonl: evaluate only the fifth of the file whose keys hash into the test bucket (the rest is for training)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="jsonl: skip malformed rows (with a count) instead of failing")
     p.add_argument("--json", default=None)
     p.add_argument("--csv", default=None, help="default: the --json path with .csv")
     a = p.parse_args(argv)
+    if a.limit is not None and a.limit < 1:
+        raise ValueError(f"--limit must be positive, got {a.limit}")
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(MODES)}")
+    # the data are checked (every bad row named) before any model is loaded
+    limit = a.limit if a.limit is not None or a.task.startswith("jsonl:") else 300
+    examples = tasks.examples(a.task, "test", limit, a.seed, hash_split=a.split_by_hash, skip_bad_rows=a.skip_bad_rows)
+    if a.task.startswith("jsonl:"):
+        skipped = tasks.load_jsonl(a.task[len("jsonl:"):], skip_bad_rows=True)[1]
+        print(f"{a.task[len('jsonl:'):]}: evaluating {len(examples)} rows" + (f" ({skipped} bad rows skipped)" if skipped else ""), file=sys.stderr)
     torch.set_num_threads(a.threads)
     name = a.task.replace("jsonl:", "").replace("/", "_")
     generator = a.generator or (f"checkpoints/generators/{name}" if Path(f"checkpoints/generators/{name}").is_dir() else None)
     static = a.static_adapter or (f"checkpoints/static/{name}" if Path(f"checkpoints/static/{name}").is_dir() else None)
-    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None)
-    examples = tasks.examples(a.task, "test", a.limit, a.seed)
     variants: dict[str, Variant] = {m: _variant(m) for m in modes}
     if a.shuffle_conditions:  # each query's senders read the next query (question and contexts)
         index = {e.key: i for i, e in enumerate(examples)}
@@ -131,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         variants["tflow_swapped_fact"] = _variant(rewrite=lambda e: tasks.swap_fact(e, rng))
     results = evaluate(pipe, examples, variants, a.batch_size)
     print(format_table(a.task, results))
-    report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": a.limit, "seed": a.seed, "split": "test", "model": a.model, "generator": generator,
+    report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": limit, "seed": a.seed, "split": ("whole file" if not a.split_by_hash else "test hash bucket of the file") if a.task.startswith("jsonl:") else "test", "model": a.model, "generator": generator,
               "static_adapter": static, "decoding": "greedy", "results": results, "savings": savings(results)}
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))

@@ -7,10 +7,12 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
 - split: each sender holds one fact (`Ann has 23 apples.` / `Ann buys 14 more apples.`);
   the receiver is asked the total: only both perturbations together can answer.
 - arith: everyone sees the same 2-3 step word problem (the paper's setting).
-- jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`).
+- jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
+  split: evaluation uses every row of the file it is given, training every row of its own
+  file. `hash_split=True` splits one file into train / test by key hash instead.
 
-A test example is one whose key hashes into the test bucket, so the splits are disjoint
-by construction whatever the seed.
+A built-in test example is one whose key hashes into the test bucket, so the splits are
+disjoint by construction whatever the seed.
 """
 from __future__ import annotations
 
@@ -124,14 +126,23 @@ def is_held_out(ex: Example) -> bool:
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
 
 
-def examples(task: str, split: str, n: int, seed: int = 0) -> list[Example]:
-    """`n` distinct seeded examples of `task` from `split` ("train" or "test")."""
+def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> list[Example]:
+    """`n` distinct seeded examples of `task` from `split` ("train" or "test").
+
+    jsonl:PATH: the file's rows in file order (every row when n is None), whatever the split,
+    unless `hash_split` (then the rows whose key hashes into `split`'s bucket, shuffled by seed)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if task.startswith("jsonl:"):
-        return _jsonl(task[len("jsonl:"):], split, n, seed)
+        rows, _ = load_jsonl(task[len("jsonl:"):], skip_bad_rows)
+        if hash_split:
+            rows = [r for r in rows if _in_test(r.key) == (split == "test")]
+            random.Random(seed).shuffle(rows)
+        return rows if n is None else rows[:n]
     if task not in _BUILTIN:
         raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or jsonl:PATH")
+    if n is None:
+        raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
     out, seen = [], set()
     for _ in range(200 * n + 1000):
@@ -145,11 +156,15 @@ def examples(task: str, split: str, n: int, seed: int = 0) -> list[Example]:
     raise ValueError(f"task {task!r} has fewer than {n} distinct {split} examples")
 
 
-def stream(task: str, seed: int = 0) -> Callable[[], Example]:
+def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> Callable[[], Example]:
     """An endless sampler of training examples (duplicates allowed), for training loops."""
     if task.startswith("jsonl:"):
-        pool, rng = examples(task, "train", 10**9, seed), random.Random(seed)
+        pool, rng = examples(task, "train", None, seed, hash_split, skip_bad_rows), random.Random(seed)
+        if not pool:
+            raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
+    if task not in _BUILTIN:
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or jsonl:PATH")
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
@@ -161,25 +176,54 @@ def stream(task: str, seed: int = 0) -> Callable[[], Example]:
     return draw
 
 
-def _jsonl(path: str, split: str, n: int, seed: int) -> list[Example]:
+def _parse_row(line: str) -> tuple[str, str]:
+    """(question, final answer) of one JSONL line; ValueError says what is wrong with it."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg})") from e
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    for key in ("question", "answer"):
+        if key not in row:
+            raise ValueError(f"no '{key}' key")
+        if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
+            raise ValueError(f"'{key}' must be text")
+    question = str(row["question"]).strip()
+    if not question:
+        raise ValueError("empty question")
+    answer = extract_answer(str(row["answer"]))
+    if answer is None:
+        raise ValueError("no final answer ('#### n', \\boxed{n} or a number) in 'answer'")
+    return question, answer
+
+
+def load_jsonl(path: str, skip_bad_rows: bool = False) -> tuple[list[Example], int]:
+    """Every row of a GSM8K-format file and the number of bad rows skipped. Bad rows are an error
+    naming each line (all of them are checked before anything runs), unless `skip_bad_rows`."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no such JSONL file: {path}")
-    rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    rows, bad = [], []
+    for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            q, a = str(row["question"]), extract_answer(str(row["answer"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{i + 1}: expected a JSON object with 'question' and 'answer' ({e})") from e
-        if a is None:
-            raise ValueError(f"{path}:{i + 1}: no final answer ('#### n' or \\boxed{{n}}) in 'answer'")
+            q, a = _parse_row(line)
+        except ValueError as e:
+            bad.append(f"line {i}: {e}")
+            continue
         rows.append(Example(f"jsonl:{p.name}", q, a))
-    picked = [r for r in rows if _in_test(r.key) == (split == "test")]
-    random.Random(seed).shuffle(picked)
-    return picked[:n]
+    if bad and not skip_bad_rows:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"{path}: {len(bad)} bad row(s) ({shown}); fix them or pass --skip-bad-rows")
+    if not rows:
+        raise ValueError(f"{path}: no usable rows")
+    return rows, len(bad)
 
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"

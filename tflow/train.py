@@ -3,6 +3,14 @@
     python -m tflow.train --task relay --steps 1000
     python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
     accelerate launch --multi_gpu --num_processes 2 -m tflow.train --task relay  # data parallel (GPUs, or CPU processes with gloo)
+    python -m tflow.train --model Qwen/Qwen3-4B --task jsonl:gsm8k_train.jsonl --device cuda --gradient-checkpointing --batch-size 8
+    python -m tflow.train --shape qwen3-0.6b --device cuda --steps 20 --batch-size 8   # cost at a real shape, random receiver
+
+On CUDA the frozen receiver runs in bf16 and the generator in fp32 (its weights, gradients and
+AdamW state; `--generator-dtype bf16` halves them); the factors are cast to the receiver's
+dtype where they are applied. A rough memory estimate is printed before the first step and a
+configuration whose estimate exceeds the free memory is refused with it; the peak memory
+and seconds per step are printed at the end.
 
 Objective: teacher-forced cross-entropy of the reference answer under the receiver,
 which sees only the question while the fused perturbation generated from the senders'
@@ -15,10 +23,12 @@ from the output directory (safetensors + JSON only, no pickles).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,15 +37,19 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from . import lora, tasks
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
+from . import lora, tasks, train_memory
 from .agents import (
-    Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, sender_prompts, sender_states,
+    Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, resolve_dtype,
+    sender_prompts, sender_states,
 )
+from .cli import user_errors
 from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
 from .modes import Pipeline, normalise_contexts
 from .peft_io import target_regex
+from .shapes import get_shape, shape_backbone
+from .train_memory import MemoryEstimate
 
 
 @dataclass
@@ -55,6 +69,13 @@ class TrainConfig:
     resume: bool = False
     threads: int = 2
     device: str = "auto"
+    dtype: str = "auto"  # the frozen receiver's: bf16 on CUDA, fp32 on CPU
+    generator_dtype: str = "fp32"  # the generator's weights and compute (AdamW state follows them)
+    gradient_checkpointing: bool = False  # recompute the receiver's layers in backward (activations dominate at 4B)
+    shape: str = ""  # train against a random receiver of this published shape (qwen3-0.6b, ...): cost only
+    layers: int = 0  # with --shape: the first N layers (0: all)
+    hash_split: bool = False  # jsonl: train on the 4/5 of the file outside the test hash bucket
+    skip_bad_rows: bool = False  # jsonl: skip malformed rows instead of failing
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # rank and alpha also shape --static
 
     def output_dir(self) -> Path:
@@ -62,6 +83,15 @@ class TrainConfig:
             return Path(self.out)
         name = self.task.replace("jsonl:", "").replace("/", "_")
         return Path("checkpoints") / ("static" if self.static else "generators") / name
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.warmup < 0 or self.layers < 0 or not self.lr > 0:
+            raise ValueError("--warmup and --layers must be >= 0 and --lr positive")
+        if self.shape and self.static:
+            raise ValueError("--shape measures generator training; --static needs real weights (--model)")
 
 
 def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
@@ -105,29 +135,44 @@ class _Objective:
     def __init__(self, cfg: TrainConfig, backbone: Backbone, roles: Roles):
         self.cfg, self.backbone, self.roles = cfg, backbone, roles
         self.spec = lora.infer_targets(backbone.model)
+        torch.manual_seed(cfg.seed)
         if cfg.static:
-            torch.manual_seed(cfg.seed)
             peft_cfg = LoraConfig(r=cfg.generator.rank, lora_alpha=cfg.generator.alpha, lora_dropout=0.0,
                                   target_modules=target_regex(self.spec))
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
-            torch.manual_seed(cfg.seed)
-            self.module = ParameterGenerator(cfg.generator, self.spec, backbone.name).to(backbone.device)
+            dtype = resolve_dtype(cfg.generator_dtype, backbone.device)
+            self.module = ParameterGenerator(cfg.generator, self.spec, backbone.name).to(backbone.device, dtype)
             self.pipe = Pipeline(backbone, self.module, roles)
+        if cfg.gradient_checkpointing:
+            # non-reentrant, so that gradients reach the LoRA factors of a frozen model; the
+            # context_fn lets the recomputation see the request's perturbation
+            backbone.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": lora.checkpoint_context})
 
     def parameters(self):
         return [p for p in self.module.parameters() if p.requires_grad]
 
-    def loss(self, module: torch.nn.Module, batch: list[tasks.Example]) -> torch.Tensor:
+    @contextlib.contextmanager
+    def loss(self, module: torch.nn.Module, batch: list[tasks.Example]) -> Iterator[torch.Tensor]:
+        """The batch's loss. Backward must run inside the block: the perturbation is applied
+        there, and gradient checkpointing recomputes the receiver's layers in backward."""
         ids, mask, labels = receiver_batch(self.backbone, batch, self.roles)
-        if self.cfg.static:
-            return module(input_ids=ids, attention_mask=mask, labels=labels).loss
-        senders = self.roles.senders
-        contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
-        states, _ = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
-        pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
-        with lora.apply(self.backbone.model, pert, merge=False):
-            return self.backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        model = self.backbone.model
+        # HF checkpoints only in train mode; the frozen receiver has no dropout to switch on
+        model.train(self.cfg.gradient_checkpointing)
+        try:
+            if self.cfg.static:
+                yield module(input_ids=ids, attention_mask=mask, labels=labels).loss
+                return
+            senders = self.roles.senders
+            contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
+            states, _ = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
+            pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
+            with lora.apply(model, pert, merge=False):
+                yield model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        finally:
+            model.eval()
 
     def accuracy(self, dev: list[tasks.Example], out_dir: Path) -> float:
         self.module.eval()
@@ -156,13 +201,38 @@ class _Objective:
             self.module.load_state_dict(load_file(str(out_dir / "generator.safetensors")))
 
 
+def _receiver(cfg: TrainConfig, device: str | torch.device) -> Backbone:
+    dtype = None if cfg.dtype == "auto" else cfg.dtype
+    if cfg.shape:
+        return shape_backbone(get_shape(cfg.shape), cfg.model, cfg.layers or None, device, dtype, cfg.seed)
+    return load_backbone(cfg.model, device=device, dtype=dtype)
+
+
+def check_fits(obj: _Objective, cfg: TrainConfig, examples: list[tasks.Example]) -> MemoryEstimate | None:
+    """Refuse, before the first step, a configuration whose estimate exceeds the free memory."""
+    if cfg.static:
+        return None
+    ids, _, _ = receiver_batch(obj.backbone, examples, obj.roles)
+    est = train_memory.estimate(obj.backbone, obj.module, cfg.batch_size, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders))
+    free = lora.free_bytes(obj.backbone.device)
+    if free is not None and est.to_allocate > free:
+        advice = "" if cfg.gradient_checkpointing else "--gradient-checkpointing, "
+        raise ValueError(f"this configuration needs {est.describe()}, but only {train_memory.gib(free)} are free on "
+                         f"{obj.backbone.device}: try {advice}a smaller --batch-size or a smaller generator (--d-model)")
+    return est
+
+
 def train(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     # cpu=True is what makes accelerate use gloo across CPU processes (MULTI_CPU).
     accel = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
-    backbone = load_backbone(cfg.model, device=accel.device if cfg.device == "auto" else cfg.device)
+    draw_check = tasks.stream(cfg.task, seed=cfg.seed, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)  # data errors first
+    backbone = _receiver(cfg, accel.device if cfg.device == "auto" else cfg.device)
     roles = Roles()
     obj = _Objective(cfg, backbone, roles)
+    est = check_fits(obj, cfg, [draw_check() for _ in range(cfg.batch_size)])
+    if est is not None and accel.is_main_process:
+        tqdm.write(f"memory estimate: {est.describe()}")
     out_dir = cfg.output_dir()
     opt = torch.optim.AdamW(obj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step, state_path = 0, out_dir / "train_state.json"
@@ -173,24 +243,27 @@ def train(cfg: TrainConfig) -> dict:
         start_step = int(state["step"])
     module, opt = accel.prepare(obj.module, opt)
     rank_seed = cfg.seed * 1000 + accel.process_index
-    draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step)
-    dev = tasks.examples(cfg.task, "train", cfg.eval_size, seed=cfg.seed + 10_000)
+    draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)
+    dev = tasks.examples(cfg.task, "train", cfg.eval_size, seed=cfg.seed + 10_000, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)
 
     per_process = max(1, cfg.batch_size // accel.num_processes)
-    history, ema, t0 = [], None, time.time()
+    history, ema, t0, step_seconds = [], None, time.time(), []
+    train_memory.reset_peak(backbone.device)
     bar = tqdm(range(start_step, cfg.steps), desc=f"train {'static' if cfg.static else 'tflow'}:{cfg.task}",
                disable=not accel.is_main_process, mininterval=5)
     module.train()
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        loss = obj.loss(module, [draw() for _ in range(per_process)])
+        t_step = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        accel.backward(loss)
+        with obj.loss(module, [draw() for _ in range(per_process)]) as loss:
+            accel.backward(loss)
         accel.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.4f}")
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()  # .item() syncs: the step is done
+        step_seconds.append(time.perf_counter() - t_step)
+        bar.set_postfix(loss=f"{ema:.4f}", peak=train_memory.gib(train_memory.peak_bytes(backbone.device)))
         last = step + 1 == cfg.steps
         if accel.is_main_process and ((step + 1) % cfg.eval_every == 0 or last):
             acc = obj.accuracy(dev, out_dir)
@@ -200,6 +273,7 @@ def train(cfg: TrainConfig) -> dict:
                 "task": cfg.task, "kind": "static" if cfg.static else "tflow", "steps": step + 1, "seed": cfg.seed,
                 "dev_accuracy": acc, "dev_set": f"{cfg.eval_size} train-split examples, seed {cfg.seed + 10_000}",
                 "seconds": round(time.time() - t0, 1), "processes": accel.num_processes,
+                "device": str(backbone.device), "dtype": str(backbone.dtype),
                 "config": asdict(cfg), "history": history,
             }
             obj.module = accel.unwrap_model(module)
@@ -207,7 +281,10 @@ def train(cfg: TrainConfig) -> dict:
             _save_optimizer(opt, out_dir / "optimizer.safetensors")
             state_path.write_text(json.dumps({"step": step + 1}))
         accel.wait_for_everyone()
-    return {"history": history, "out": str(out_dir)}
+    timed = step_seconds[1:] or step_seconds  # the first step pays one-off set-up
+    return {"history": history, "out": str(out_dir), "seconds_per_step": sum(timed) / len(timed),
+            "peak_memory_bytes": train_memory.peak_bytes(backbone.device),
+            "estimated_memory_bytes": est.total if est is not None else None, "device": str(backbone.device)}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, ...] = ()) -> None:
@@ -223,6 +300,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, .
             parser.add_argument(flag, type=type(default), default=default)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_flags(parser, TrainConfig(), skip=("generator",))
@@ -230,7 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     generator = GeneratorConfig(**{f.name: args.pop(f.name) for f in fields(GeneratorConfig)})
     result = train(TrainConfig(**args, generator=generator))
-    print(json.dumps(result["history"][-1:] if result["history"] else {}))
+    print(f"{result['seconds_per_step']:.3f} s/step, peak memory {train_memory.gib(result['peak_memory_bytes'])} on {result['device']}"
+          + (f" (estimated {train_memory.gib(result['estimated_memory_bytes'])})" if result["estimated_memory_bytes"] else ""))
+    print(json.dumps({**(result["history"][-1] if result["history"] else {}),
+                      **{k: result[k] for k in ("seconds_per_step", "peak_memory_bytes", "estimated_memory_bytes")}}))
 
 
 if __name__ == "__main__":

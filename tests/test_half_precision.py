@@ -1,0 +1,110 @@
+"""Half precision on the CPU, as a GPU user runs it: a bf16 receiver with a generator in fp32
+or bf16 through every mode, a batch, a static adapter, a PEFT export that PEFT itself loads,
+figures, and training steps (with and without gradient checkpointing)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+from torch import nn
+
+from tflow import GeneratorConfig, ParameterGenerator, Pipeline, apply, infer_targets, lora
+from tflow.agents import Backbone, Roles
+from tflow.peft_io import peft_state
+from tflow.train import TrainConfig, _Objective
+
+from test_core import loud_generator
+
+MODES = ("single", "textmas", "tflow", "static")
+
+
+@pytest.fixture(scope="module")
+def bf16(make_qwen3) -> Backbone:
+    fp32 = make_qwen3(seed=21)
+    return Backbone(fp32.model.to(torch.bfloat16), fp32.tokenizer, "tiny-qwen3-bf16")
+
+
+def _pipe(backbone: Backbone, gen_dtype: torch.dtype) -> Pipeline:
+    gen = loud_generator(backbone, seed=3).to(gen_dtype)
+    static = Pipeline(backbone, loud_generator(backbone, seed=4)).condition(["What is the key?"], [[None, None]], Roles()).perturbation.only([0])
+    return Pipeline(backbone, gen, static=static)
+
+
+@pytest.mark.parametrize("gen_dtype", [torch.float32, torch.bfloat16], ids=["generator-fp32", "generator-bf16"])
+def test_every_mode_and_a_batch_run_on_a_bf16_receiver(bf16, gen_dtype):
+    pipe = _pipe(bf16, gen_dtype)
+    for mode in MODES:
+        res = pipe.run("What is the code plus 5?", mode, "The code is 47.", max_new_tokens=4, sender_max_new_tokens=4)
+        assert res.usage.total_tokens > 0 and res.stop_reason in ("eos", "length")
+    qs = ["What is the key?", "What is the pin minus 3?", "What is the code plus 1?"]
+    ctx = ["The key is 12.", "The pin is 40.", "The code is 7."]
+    batch = pipe.run_batch(qs, "tflow", ctx, max_new_tokens=4)
+    assert len(batch) == 3 and all(r.batch_size == 3 for r in batch)
+    pipe.clear_cache()
+    for r, q, c in zip(batch, qs, ctx):  # per-sample factors in a bf16 batch are each query's own
+        one = pipe.run(q, "tflow", c, max_new_tokens=4).perturbation
+        for name in one.A:
+            torch.testing.assert_close(r.perturbation.A[name].float(), one.A[name].float(), atol=2e-2, rtol=2e-2)
+            torch.testing.assert_close(r.perturbation.B[name].float(), one.B[name].float(), atol=2e-2, rtol=2e-2)
+    pert = batch[0].perturbation
+    assert all(torch.isfinite(t).all() for t in (*pert.A.values(), *pert.B.values()))
+    assert torch.isfinite(pert.delta(0, "self_attn.q_proj")).all() and pert.delta(0, "self_attn.q_proj").dtype == torch.float32
+
+
+def test_the_reported_repro_a_bf16_generator_on_an_uncached_tflow_run(bf16):
+    # the GPU run's crash: fp32 RMS-normalised states met a bf16 generator's layer softmax
+    pipe = Pipeline(bf16, loud_generator(bf16))
+    pipe.generator.to(torch.bfloat16)
+    pipe.clear_cache()
+    res = pipe.run("What is the code?", "tflow", "The code is 12.", max_new_tokens=3)
+    assert res.usage.total_tokens > 0
+    states = torch.randn(1, 2, 3, 5, 64, dtype=torch.bfloat16)
+    assert pipe.generator.aggregator(states).dtype == torch.float32  # it mixes the layers in fp32
+
+
+def test_merged_and_low_rank_decoding_agree_in_bf16(bf16):
+    pert = _pipe(bf16, torch.float32).condition(["What is the key?"], [["The key is 5.", None]], Roles()).perturbation
+    ids = torch.randint(5, 200, (1, 9))
+    with torch.no_grad():
+        plain = bf16.model(ids).logits.float()
+        with apply(bf16.model, pert, merge=True):
+            merged = bf16.model(ids).logits.float()
+        with apply(bf16.model, pert, merge=False):
+            low = bf16.model(ids).logits.float()
+    assert (merged - plain).abs().max() > 1e-2
+    torch.testing.assert_close(merged, low, atol=0.1, rtol=0.05)
+
+
+def test_a_peft_export_of_a_bf16_run_loads_in_peft_and_gives_the_same_logits(bf16, tmp_path):
+    from safetensors.torch import save_file
+
+    pert = _pipe(bf16, torch.bfloat16).condition(["What is the key?"], [["The key is 5.", "The key is 5."]], Roles()).perturbation
+    config, tensors = peft_state(pert)
+    assert all(t.dtype == torch.float32 for t in tensors.values())
+    (tmp_path / "adapter_config.json").write_text(__import__("json").dumps(config))
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    ids = torch.randint(5, 200, (1, 7))
+    with torch.no_grad(), apply(bf16.model, pert, merge=False):
+        ours = bf16.model(ids).logits.float()
+    peft_model = PeftModel.from_pretrained(bf16.model, tmp_path)
+    try:
+        with torch.no_grad():
+            theirs = peft_model(input_ids=ids).logits.float()
+    finally:
+        peft_model.unload()  # leave the shared fixture's model as it was
+    torch.testing.assert_close(ours, theirs, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("gen_dtype", ["fp32", "bf16"])
+def test_a_training_step_on_a_bf16_receiver_gives_finite_gradients(bf16, gen_dtype):
+    cfg = TrainConfig(generator=GeneratorConfig(d_model=32, n_heads=2, chunk_size=32), generator_dtype=gen_dtype, batch_size=2)
+    obj = _Objective(cfg, bf16, Roles())
+    nn.init.normal_(obj.module.head_b.weight, std=0.02)
+    from tflow import tasks
+    with obj.loss(obj.module, tasks.examples("relay", "train", 2, seed=1)) as loss:
+        loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    grads = [p.grad for p in obj.module.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert float(obj.module.head_a.weight.grad.abs().sum()) > 0
+    assert all(not p.requires_grad for p in bf16.model.parameters())  # the receiver stays frozen

@@ -1,0 +1,14 @@
+"""Summary statistics shared by the evaluation and benchmark tools."""
+from __future__ import annotations
+
+import math
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least a fraction q of the sample at or
+    below it. For q >= 0.5 it lies between the median and the maximum for any sample size
+    (an index of int(q * (n - 1)) put the 'p90' of two queries below their median)."""
+    if not values:
+        raise ValueError("percentile of an empty sample")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

@@ -1,0 +1,81 @@
+"""What training a generator against a frozen receiver needs in memory: a rough estimate to
+refuse, before the first step, a configuration that cannot fit (with the numbers), and the
+peak actually used, to print beside it.
+
+The estimate counts the receiver's weights, the generator's weights + gradients + AdamW
+state, the receiver's saved activations (per token and layer: the inputs of every targeted
+linear, whose LoRA factors need them for their gradients, norms, attention and MLP
+intermediates; with gradient checkpointing only each layer's input plus one layer's worth),
+the logits in fp32 with their gradient, and the generator's activations over its
+parameter tokens. It is an order of magnitude, not an allocator model.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .agents import Backbone
+from .generator import ParameterGenerator
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+@dataclass
+class MemoryEstimate:
+    weights: int
+    generator: int
+    activations: int
+    logits: int
+    generator_activations: int
+
+    @property
+    def to_allocate(self) -> int:
+        """What training adds to a receiver that is already loaded."""
+        return self.total - self.weights
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.generator + self.activations + self.logits + self.generator_activations
+
+    def describe(self) -> str:
+        return (f"~{gib(self.total)} (receiver weights {gib(self.weights)}, generator + AdamW {gib(self.generator)}, "
+                f"receiver activations {gib(self.activations)}, logits {gib(self.logits)}, "
+                f"generator activations {gib(self.generator_activations)})")
+
+
+def estimate(backbone: Backbone, gen: ParameterGenerator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2) -> MemoryEstimate:
+    """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each."""
+    cfg = backbone.model.config
+    b = backbone.dtype.itemsize
+    hidden, layers, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    head_dim = getattr(cfg, "head_dim", None) or hidden // cfg.num_attention_heads
+    q_dim, kv_dim = cfg.num_attention_heads * head_dim, (cfg.num_key_value_heads or cfg.num_attention_heads) * head_dim
+    per_layer = b * (4 * hidden + 4 * q_dim + 2 * kv_dim + 4 * inter)  # per token
+    tokens = batch * seq_len
+    acts = tokens * (b * hidden * layers + per_layer) if checkpointing else tokens * per_layer * layers
+    gen_bytes = sum(p.numel() * p.element_size() for p in gen.parameters())
+    c = gen.config
+    gen_tokens = batch * senders * layers * gen.layout.num_slots
+    # per parameter token and block: 5 norms, q/k/v/out of 3 attentions, the MLP's hidden
+    per_gen_token = next(gen.parameters()).element_size() * c.d_model * c.n_blocks * (19 + 2 * c.mlp_ratio)
+    weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
+    # weights + gradients + AdamW's two moments, all in the generator's dtype
+    return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_bytes(device: torch.device) -> int:
+    """Peak memory so far: allocated on the CUDA device, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
