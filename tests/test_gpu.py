@@ -40,3 +40,22 @@ def test_shape_benchmark_runs_in_bf16_on_cuda(tmp_path):
     report = json.loads(out.read_text())
     assert report["device_name"] and report["shape"]["config"]["dtype"] == "torch.bfloat16"
     assert report["ratios"]["tflow_receiver_prefill_equals_single"] is True
+
+
+@pytest.mark.parametrize("gen_dtype", [torch.float32, torch.bfloat16], ids=["generator-fp32", "generator-bf16"])
+def test_embedded_checkpoints_answer_in_every_mode_on_cuda_in_bf16(gen_dtype):
+    """The Studio's code path: Pipeline.from_pretrained on CUDA (bf16 by default there)."""
+    from tflow import Pipeline, tasks
+
+    pipe = Pipeline.from_pretrained(str(ROOT / "checkpoints" / "tiny-qwen3"), generator=str(ROOT / "checkpoints" / "generators" / "relay"),
+                                    static_adapter=str(ROOT / "checkpoints" / "static" / "relay"), device="cuda")
+    pipe.generator.to(gen_dtype)
+    assert pipe.backbone.dtype == torch.bfloat16
+    examples = tasks.examples("relay", "test", 20, seed=0)
+    correct = {}
+    for mode in ("single", "textmas", "tflow", "static"):
+        one = pipe.run(examples[0].question, mode, examples[0].contexts, max_new_tokens=16)  # merged path
+        assert one.usage.total_tokens > 0
+        batch = pipe.run_batch([e.question for e in examples], mode, [e.contexts for e in examples], max_new_tokens=16)
+        correct[mode] = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(batch, examples))
+    assert correct["tflow"] >= 17 and correct["textmas"] >= 17 and correct["single"] <= 2, correct

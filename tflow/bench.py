@@ -138,7 +138,8 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
     return {"batch": len(qs), "queries_per_s_batch1": one, f"queries_per_s_batch{len(qs)}": many, "speedup": many / one}
 
 
-def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True) -> Iterator[tuple[str, dict]]:
+def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
+                   warmup: int = 2) -> Iterator[tuple[str, dict]]:
     """(task, block) for each embedded task, yielded as soon as it is measured."""
     backbone = load_backbone(model, device=device)
     if not prefix_cache:
@@ -148,9 +149,9 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         spec = lora.infer_targets(backbone.model)
         gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
         pipe = Pipeline(backbone, gen, merge=merge)
-        qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
+        qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
-        modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + 2], settings, desc=task).items()}
+        modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task).items()}
         yield task, {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
 
 
@@ -227,7 +228,7 @@ def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
 
 def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None, messages: list[int],
                    answer: int, question: int, queries: int, merge: bool | str = "auto", prefix_cache: bool = True,
-                   on_block: Callable[[int, dict], None] | None = None) -> dict[int, dict]:
+                   on_block: Callable[[int, dict], None] | None = None, warmup: int = 2) -> dict[int, dict]:
     """One block per sender-message length M (the same model, generator and questions);
     `on_block(M, block)` is called as soon as each block is measured."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
@@ -239,7 +240,7 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge)
     words = round_trip_tokens(backbone.tokenizer)
-    qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + 2)]
+    qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + warmup)]
     # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
     # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
     prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
@@ -247,7 +248,7 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
     blocks = {}
     for message in messages:
         settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True, allowed_tokens=words)
-        rows = interleaved(pipe, qs, settings, desc=f"{shape.name} M={message}")
+        rows = interleaved(pipe, qs, settings, warmup, desc=f"{shape.name} M={message}")
         modes = {m: _summary(r) for m, r in rows.items()}
         out = ratios(modes)
         if prefix_cache:
@@ -335,12 +336,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
     p.add_argument("--answer-tokens", "-R", type=int, default=128)
     p.add_argument("--question-tokens", type=int, default=64)
-    p.add_argument("--queries", type=int, default=6)
+    p.add_argument("--queries", type=int, default=6, help="counted queries per block")
+    p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the senders' role prefixes every query (the 'before' of that fast path)")
     p.add_argument("--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers")
     a = p.parse_args(argv)
+    if a.queries < 1 or a.warmup < 0 or a.answer_tokens < 1 or a.question_tokens < 1 or a.threads < 1:
+        raise ValueError("--queries, -R, --question-tokens and --threads must be positive and --warmup >= 0")
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     report: dict = {"device": str(device), "host": _host(a.threads)}
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     merge = False if a.no_merge else "auto"
     if a.workload in ("tasks", "both"):
         report["tasks"] = {}
-        for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache):
+        for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
             save()
@@ -374,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
 
         blocks = shape_workload(shape, a.model, a.layers or (None if device.type == "cuda" else 4), a.device, a.dtype,
                                 a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
-                                prefix_cache=not a.no_prefix_cache, on_block=on_block)
+                                prefix_cache=not a.no_prefix_cache, on_block=on_block, warmup=a.warmup)
         if len(blocks) > 1:
             _print_sweep(blocks)
 
