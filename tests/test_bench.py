@@ -25,7 +25,17 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     assert ratios["tflow_receiver_prefill_equals_single"] is True
     assert modes["textmas"]["receiver_prefill_tokens"] > modes["single"]["receiver_prefill_tokens"]
     assert set(modes["tflow"]["stages_median"]) == {"sender_pass", "generator", "receiver", "total"}
-    assert "ratios:" in capsys.readouterr().out
+    # each TextMAS message reaches the receiver as exactly M tokens (words that re-tokenise to themselves)
+    assert ratios["textmas_messages_reach_receiver_exactly"] is True and ratios["textmas_message_tokens_in_receiver_prompt"] == 2 * 6
+    config = report["shape"]["config"]
+    assert config["shape"] == "qwen3-0.6b" and config["vocab"] == 151_936 and config["hidden"] == 1024
+    bw = report["shape"]["bandwidth"]
+    assert bw["weight_bytes_per_token"] > 151_936 * 1024 * 4  # the full LM head is read every token
+    assert all(bw[m]["s_per_token"] > 0 and bw[m]["bytes_per_s"] > 0 for m in ("single", "textmas", "tflow"))
+    assert len(modes["tflow"]["seconds"]) == 1 and ratios["slowest_tflow_over_single_median"] > 0
+    out = capsys.readouterr()
+    assert "ratios:" in out.out and "distance to the memory-bandwidth limit" in out.out
+    assert "counted" in out.err  # per-query progress
 
 
 def test_cached_role_prefixes_cut_only_the_tokens_tflow_senders_process(tmp_path):
@@ -62,3 +72,19 @@ def test_bad_message_length_list_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["--workload", "shape", "-M", "256,x"])
     assert "positive integers separated by commas" in capsys.readouterr().err
+
+
+def test_percentiles_lie_between_the_median_and_the_maximum_for_any_sample_size():
+    from tflow.stats import percentile
+
+    assert percentile([12.2, 21.4], 0.9) == 21.4  # two queries: the p90 is the slower one, never below the median
+    assert percentile([3.0], 0.9) == 3.0
+    assert percentile(list(range(1, 11)), 0.9) == 9 and percentile(list(range(1, 11)), 0.5) == 5
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+
+
+def test_a_bad_shape_or_count_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "shape", "--queries", "0"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().startswith("error: --queries")

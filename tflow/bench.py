@@ -229,8 +229,9 @@ def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
 def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None, messages: list[int],
                    answer: int, question: int, queries: int, merge: bool | str = "auto", prefix_cache: bool = True,
                    on_block: Callable[[int, dict], None] | None = None, warmup: int = 2) -> dict[int, dict]:
-    """One block per sender-message length M (the same model, generator and questions);
-    `on_block(M, block)` is called as soon as each block is measured."""
+    """One block per sender-message length M (the same model, generator and questions; the
+    `warmup` queries run before the first block only); `on_block(M, block)` is called as soon
+    as each block is measured."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
@@ -246,9 +247,10 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
     prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
     copy_bw = copy_bandwidth(backbone.device)
     blocks = {}
-    for message in messages:
+    for k, message in enumerate(messages):
         settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True, allowed_tokens=words)
-        rows = interleaved(pipe, qs, settings, warmup, desc=f"{shape.name} M={message}")
+        # the process is warm after the first block: later blocks count every query
+        rows = interleaved(pipe, qs if k == 0 else qs[warmup:], settings, warmup if k == 0 else 0, desc=f"{shape.name} M={message}")
         modes = {m: _summary(r) for m, r in rows.items()}
         out = ratios(modes)
         if prefix_cache:
