@@ -93,6 +93,24 @@ def test_a_peft_export_of_a_bf16_run_loads_in_peft_and_gives_the_same_logits(bf1
     finally:
         peft_model.unload()  # leave the shared fixture's model as it was
     torch.testing.assert_close(ours, theirs, atol=0.1, rtol=0.05)
+    # and back: the exported adapter, read by our importer, is a static adapter of the bf16 receiver
+    from tflow.peft_io import load_peft_adapter
+    static = Pipeline(bf16, static=load_peft_adapter(tmp_path, infer_targets(bf16.model)))
+    with torch.no_grad(), apply(bf16.model, static.static, merge=False):
+        again = bf16.model(ids).logits.float()
+    torch.testing.assert_close(again, ours, atol=0.1, rtol=0.05)
+    assert static.run("What is the key?", "static", max_new_tokens=3).usage.total_tokens > 0
+
+
+def test_figures_of_a_bf16_perturbation_are_computed_in_full_precision(bf16):
+    from tflow.viz import delta_norms, spectrum
+
+    pert = _pipe(bf16, torch.bfloat16).condition(["What is the key?"], [["The key is 5.", None]], Roles()).perturbation
+    norms = delta_norms(pert)
+    assert norms.dtype.itemsize == 8 and norms.shape == (2, 7) and (norms > 0).all()
+    dense = torch.linalg.matrix_norm(pert.delta(1, "mlp.down_proj").double())
+    assert abs(norms[1, list(pert.spec.modules).index("mlp.down_proj")] - float(dense)) < 1e-3 * float(dense)
+    assert spectrum(pert, 0, "self_attn.q_proj").shape == (2 * pert.rank,)
 
 
 @pytest.mark.parametrize("gen_dtype", ["fp32", "bf16"])

@@ -25,6 +25,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from . import tasks
 from .agents import EXECUTOR, Backbone, Roles, build_prompt, load_backbone, pad_with_labels
+from .cli import user_errors
 from .tokenizer import build_tokenizer
 from .train import add_config_flags, cosine_lr
 
@@ -172,6 +173,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     return card
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_flags(parser, PretrainConfig())
