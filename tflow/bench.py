@@ -35,7 +35,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from . import lora, tasks
 from .agents import Backbone, GenerationSettings, load_backbone, resolve_device, resolve_dtype, sender_prompts
-from .generator import GeneratorConfig, ParameterGenerator
+from .generators import GeneratorConfig, ParameterGenerator, load_generator
 from .modes import Pipeline, RunResult
 
 MODES = ("single", "textmas", "tflow")
@@ -131,7 +131,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
     for task in tasks.TASKS:
         gen_dir = Path("checkpoints/generators") / task
         spec = lora.infer_targets(backbone.model)
-        gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
+        gen = load_generator(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
         pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + 2, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)

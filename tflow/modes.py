@@ -34,7 +34,7 @@ from .agents import (
     sender_prompts,
     sender_states,
 )
-from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .generators import Generator, GeneratorConfig, ParameterGenerator, load_generator, stack_conditions
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
 
@@ -125,7 +125,7 @@ class Pipeline:
     def __init__(
         self,
         backbone: Backbone,
-        generator: ParameterGenerator | None = None,
+        generator: Generator | None = None,
         roles: Roles | None = None,
         static: lora.Perturbation | None = None,
         cache_size: int = 64,
@@ -155,7 +155,7 @@ class Pipeline:
     ) -> Pipeline:
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         spec = lora.infer_targets(backbone.model)
-        gen = ParameterGenerator.from_pretrained(generator, spec, backbone.name).eval() if generator else None
+        gen = load_generator(generator, spec, backbone.name).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None
         return cls(backbone, gen, roles, static)
 
