@@ -25,7 +25,11 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     assert ratios["tflow_receiver_prefill_equals_single"] is True
     assert modes["textmas"]["receiver_prefill_tokens"] > modes["single"]["receiver_prefill_tokens"]
     assert set(modes["tflow"]["stages_median"]) == {"sender_pass", "generator", "receiver", "total"}
-    assert "ratios:" in capsys.readouterr().out
+    # the paper's accounting: TFlow's receiver alone (its prompt is Single's), TextMAS every agent
+    assert modes["tflow"]["paper_tokens"] == modes["single"]["paper_tokens"] < modes["tflow"]["processed_tokens"]
+    assert modes["textmas"]["paper_tokens"] == modes["textmas"]["processed_tokens"]
+    assert ratios["tflow_over_textmas_paper_tokens"] < ratios["tflow_over_textmas_tokens"]
+    assert "paper tokens" in capsys.readouterr().out
 
 
 def test_cached_role_prefixes_cut_only_the_tokens_tflow_senders_process(tmp_path):

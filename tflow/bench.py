@@ -46,6 +46,7 @@ def _summary(rows: list[RunResult]) -> dict:
     return {
         "queries": len(rows),
         "processed_tokens": statistics.fmean(r.usage.total_tokens for r in rows),
+        "paper_tokens": statistics.fmean(r.paper_tokens for r in rows),  # the release's accounting (TFlow: receiver only)
         "receiver_prefill_tokens": statistics.fmean(r.receiver_prompt_tokens for r in rows),
         "generated_tokens": statistics.fmean(r.usage.generated_tokens for r in rows),
         "receiver_generated_tokens": statistics.fmean(r.usage.by_agent[_receiver(r)].generated_tokens for r in rows),
@@ -90,6 +91,7 @@ def ratios(modes: dict) -> dict:
     out = {
         "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
         "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
+        "tflow_over_textmas_paper_tokens": t["paper_tokens"] / x["paper_tokens"],
         "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
         "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
         "per_token_overhead": statistics.median(paired) - 1,
@@ -195,11 +197,11 @@ def shape_workload(tokenizer_dir: str, layers: int, device: str, dtype: str | No
 
 def _print(name: str, block: dict) -> None:
     print(f"\n== {name} ==")
-    print("| mode | processed tokens | receiver prefill | generated | s/query (median) | p90 | peak KV MB | stages (median s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| mode | processed tokens | paper tokens | receiver prefill | generated | s/query (median) | p90 | peak KV MB | stages (median s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for m, r in block["modes"].items():
         stages = ", ".join(f"{k} {v:.4f}" for k, v in r["stages_median"].items() if k != "total")
-        print(f"| {m} | {r['processed_tokens']:.0f} | {r['receiver_prefill_tokens']:.0f} | {r['generated_tokens']:.0f} | "
+        print(f"| {m} | {r['processed_tokens']:.0f} | {r['paper_tokens']:.0f} | {r['receiver_prefill_tokens']:.0f} | {r['generated_tokens']:.0f} | "
               f"{r['seconds_median']:.4f} | {r['seconds_p90']:.4f} | {r['peak_kv_cache_bytes'] / 2**20:.2f} | {stages} |")
     print("ratios: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in block["ratios"].items()))
     if "throughput" in block:

@@ -6,8 +6,8 @@ release-architecture generator directory (safetensors + JSON) that `tflow.load_g
 
 The checkpoint is a torch.save pickle. Before anything of it runs, the pickle is scanned with
 pickletools (nothing executed) and refused unless every global it references is a plain
-tensor-rebuilding one (`ALLOWED_GLOBALS`); only then is it read, with
-`torch.load(..., weights_only=True)` (whose own unpickler is an allow-list too). The
+tensor-rebuilding one (`ALLOWED_GLOBALS`); only then is it read, by `torch.load` with
+weights_only=True (whose own unpickler is an allow-list too). The
 architecture (d_model, token and output width, rank, dim accumulation, blocks, layers, input
 size) is inferred from tensor shapes and checked against MODEL, of which only the config is
 read (the targeted linears come from a model built on the meta device: no weights, no memory).
@@ -103,7 +103,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # the one pickle read: scanned above
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... on bad archives
-        raise ValueError(f"{path}: torch.load(weights_only=True) failed ({str(e).splitlines()[0]})") from e
+        raise ValueError(f"{path}: reading the tensors (weights only) failed ({str(e).splitlines()[0]})") from e
     pg, agg = (ckpt.get(k) if isinstance(ckpt, dict) else None for k in ("parameter_generator", "pg_layer_aggregator"))
     if not isinstance(pg, dict) or not isinstance(agg, dict) or not all(
             isinstance(v, torch.Tensor) for v in (*pg.values(), *agg.values())):

@@ -9,3 +9,4 @@ from .generators import (  # noqa: F401
     load_generator,
     stack_conditions,
 )
+from .generators.base import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401

@@ -9,6 +9,7 @@
 
 Usage counts every token every agent processes (prompt + generated); timings split
 into stages; all of it per query, amortised over the batch for `run_batch`.
+`RunResult.paper_tokens` is the paper's accounting beside it (TFlow: the receiver only).
 """
 from __future__ import annotations
 
@@ -106,6 +107,15 @@ class RunResult:
     perturbation: lora.Perturbation | None = None  # tflow / static
     sender_states: list[SenderStates] | None = None  # tflow
     batch_size: int = 1
+
+    @property
+    def paper_tokens(self) -> int:
+        """Tokens as the paper's release counts them, to set beside its Table 1: for TFlow only the
+        receiver's prompt and completion (the senders' prefill is not counted); for every other
+        mode every agent's, as in `usage.total_tokens` (ours, the default, counts TFlow's senders too)."""
+        if self.mode != "tflow":
+            return self.usage.total_tokens
+        return self.receiver_prompt_tokens + self.usage.generated_tokens  # TFlow's senders generate nothing
 
 
 def normalise_contexts(sender_context: str | Sequence[str | None] | None, n: int) -> list[str | None]:

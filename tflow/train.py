@@ -2,6 +2,7 @@
 
     python -m tflow.train --task relay --steps 1000
     python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
+    python -m tflow.train --task relay --arch release --d-model 96 --head-dim 24 --token-dim 128   # the paper's architecture
     accelerate launch --multi_gpu --num_processes 2 -m tflow.train --task relay  # data parallel (GPUs, or CPU processes with gloo)
 
 Objective: teacher-forced cross-entropy of the reference answer under the receiver,
@@ -33,7 +34,7 @@ from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from .agents import (
     Backbone, GenerationSettings, Roles, build_prompt, generate, load_backbone, pad_with_labels, resolve_device, sender_prompts, sender_states,
 )
-from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .generators import ARCHES, GeneratorConfig, ReleaseConfig, build_generator, stack_conditions
 from .modes import Pipeline, normalise_contexts
 from .peft_io import target_regex
 
@@ -55,7 +56,8 @@ class TrainConfig:
     resume: bool = False
     threads: int = 2
     device: str = "auto"
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # rank and alpha also shape --static
+    arch: str = "grid"  # generator architecture: grid (ours) or release (the paper's)
+    generator: GeneratorConfig | ReleaseConfig = field(default_factory=GeneratorConfig)  # the arch's; rank and alpha also shape --static
 
     def output_dir(self) -> Path:
         if self.out:
@@ -112,7 +114,7 @@ class _Objective:
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
             torch.manual_seed(cfg.seed)
-            self.module = ParameterGenerator(cfg.generator, self.spec, backbone.name).to(backbone.device)
+            self.module = build_generator(cfg.arch, cfg.generator, self.spec, backbone.name).to(backbone.device)
             self.pipe = Pipeline(backbone, self.module, roles)
 
     def parameters(self):
@@ -224,11 +226,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, .
 
 
 def main(argv: list[str] | None = None) -> None:
+    # --arch decides which size flags exist (each architecture's config fields), so it is read first.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch", choices=sorted(ARCHES), default="grid")
+    config_class = ARCHES[pre.parse_known_args(argv)[0].arch].config_class
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_flags(parser, TrainConfig(), skip=("generator",))
-    add_config_flags(parser, GeneratorConfig())
+    add_config_flags(parser, config_class())
     args = vars(parser.parse_args(argv))
-    generator = GeneratorConfig(**{f.name: args.pop(f.name) for f in fields(GeneratorConfig)})
+    generator = config_class(**{f.name: args.pop(f.name) for f in fields(config_class)})
     result = train(TrainConfig(**args, generator=generator))
     print(json.dumps(result["history"][-1:] if result["history"] else {}))
 
