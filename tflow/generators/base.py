@@ -13,6 +13,7 @@ the JSON's "arch" and builds the right class.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import ClassVar
@@ -78,7 +79,7 @@ class LayerAggregator(nn.Module):
         return torch.einsum("l,...lth->...th", self.weights().float(), states)
 
 
-class Generator(nn.Module):
+class Generator(nn.Module, ABC):
     """Base of the generator architectures: checkpoints, provenance, the trained flag.
 
     Subclasses set `arch` and `config_class`, build their modules from (config, spec) and
@@ -93,11 +94,13 @@ class Generator(nn.Module):
         self.config, self.spec, self.backbone_name = config, spec, backbone_name
         self.meta = dict(meta or {})  # training provenance (task, steps, seed, accuracy) or conversion provenance
 
+    @abstractmethod
     def forward(self, states: torch.Tensor, mask: torch.Tensor, senders: tuple[str, ...]) -> Perturbation:
-        raise NotImplementedError
+        """states: (batch, S, L+1, T, hidden) padded along T; mask: (batch, S, T) bool."""
 
+    @abstractmethod
     def zero_head(self) -> nn.Linear:
-        raise NotImplementedError
+        """The output head that starts at exactly zero (non-zero once trained)."""
 
     @property
     def is_trained(self) -> bool:
