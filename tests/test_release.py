@@ -163,6 +163,9 @@ def test_a_checkpoint_for_another_backbone_is_a_one_line_error_naming_the_mismat
     with pytest.raises(SystemExit):
         cr.main([str(FIXTURES[0] / "checkpoint.pt"), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert capsys.readouterr().err.startswith("error: could not read the config")
+    with pytest.raises(SystemExit):  # the shipped fixture's d_model (64) does not take the released head size (128)
+        cr.main([str(FIXTURES[0] / "checkpoint.pt"), "--model", str(FIXTURES[0]), "--out", str(tmp_path / "o")])
+    assert "e.g. --head-dim" in capsys.readouterr().err
 
 
 def loud_release(backbone, seed: int = 0, **sizes) -> ReleaseGenerator:

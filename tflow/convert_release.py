@@ -163,8 +163,11 @@ def infer_config(pg: dict[str, torch.Tensor], agg: dict[str, torch.Tensor], spec
     if queries * da != layers * layout.seq_h * rank:
         raise ValueError(f"checkpoint's model.cond_token_query has {queries} rows, expected "
                          f"{layers} layers x {layout.seq_h} slots x rank {rank} / {da} = {layers * layout.seq_h * rank // da}")
-    return ReleaseConfig(rank=rank, d_model=d_model, n_blocks=blocks, token_dim=token_dim, dim_accumulation=da,
-                         ffn_ratio=ffn // d_model, **fixed)
+    try:
+        return ReleaseConfig(rank=rank, d_model=d_model, n_blocks=blocks, token_dim=token_dim, dim_accumulation=da,
+                             ffn_ratio=ffn // d_model, **fixed)
+    except ValueError as e:  # most likely the head size, which no tensor shape tells
+        raise ValueError(f"{e}; the checkpoint does not store {', '.join(FIXED)}: set them (e.g. --head-dim)") from e
 
 
 def convert(checkpoint: str | Path, model: str, out: str | Path | None = None, **fixed) -> ReleaseGenerator:
