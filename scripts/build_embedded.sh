@@ -39,6 +39,10 @@ if has generators; then
   python -m tflow.train --task relay --steps "${RELAY_STEPS:-500}"
   python -m tflow.train --task split --steps "${SPLIT_STEPS:-1200}"
   python -m tflow.train --task arith --steps "${ARITH_STEPS:-800}"
+  # The paper's architecture on relay, at the grid generator's size (426,502 vs 413,063
+  # parameters) with its steps, learning rate, batch and seed: which one learns better?
+  python -m tflow.train --task relay --arch release --d-model 96 --head-dim 24 --token-dim 128 \
+    --steps "${RELAY_STEPS:-500}" --out checkpoints/generators/relay-release
 fi
 if has static; then
   python -m tflow.train --task relay --static --steps "${RELAY_STEPS:-500}"
@@ -53,4 +57,6 @@ if has evaluate; then
     --shuffle-conditions --sender-ablation --json checkpoints/results/split.json
   python -m tflow.evaluate --task arith --modes single,textmas,tflow,static --limit 300 --seed 0 \
     --shuffle-conditions --json checkpoints/results/arith.json
+  python -m tflow.evaluate --task relay --generator checkpoints/generators/relay-release --modes single,textmas,tflow \
+    --limit 300 --seed 0 --shuffle-conditions --swap-facts --json checkpoints/results/relay-release.json
 fi

@@ -33,8 +33,12 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     assert bw["weight_bytes_per_token"] > 151_936 * 1024 * 4  # the full LM head is read every token
     assert all(bw[m]["s_per_token"] > 0 and bw[m]["bytes_per_s"] > 0 for m in ("single", "textmas", "tflow"))
     assert len(modes["tflow"]["seconds"]) == 1 and ratios["slowest_tflow_over_single_median"] > 0
+    # the paper's accounting: TFlow's receiver alone (its prompt is Single's), TextMAS every agent
+    assert modes["tflow"]["paper_tokens"] == modes["single"]["paper_tokens"] < modes["tflow"]["processed_tokens"]
+    assert modes["textmas"]["paper_tokens"] == modes["textmas"]["processed_tokens"]
+    assert ratios["tflow_over_textmas_paper_tokens"] < ratios["tflow_over_textmas_tokens"]
     out = capsys.readouterr()
-    assert "ratios:" in out.out and "distance to the memory-bandwidth limit" in out.out
+    assert "ratios:" in out.out and "paper tokens" in out.out and "distance to the memory-bandwidth limit" in out.out
     assert "counted" in out.err  # per-query progress
 
 

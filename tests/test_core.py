@@ -193,6 +193,17 @@ def test_usage_total_is_the_sum_of_the_agents(qwen3, mode):
         assert res.sender_states[0].hidden.shape[0] == qwen3.num_layers + 1
 
 
+def test_paper_accounting_counts_only_tflows_receiver_and_every_agent_elsewhere(qwen3):
+    pipe = Pipeline(qwen3, loud_generator(qwen3))
+    for mode in ("single", "textmas", "tflow"):
+        res = pipe.run(QUESTION, mode=mode, sender_context="The code is 47.", max_new_tokens=6, sender_max_new_tokens=6)
+        receiver = res.usage.by_agent["Executor"]
+        if mode == "tflow":
+            assert res.paper_tokens == receiver.prompt_tokens + receiver.generated_tokens < res.usage.total_tokens
+        else:
+            assert res.paper_tokens == res.usage.total_tokens
+
+
 def test_llama_backbone_runs_every_mode(llama):
     pipe = Pipeline(llama, loud_generator(llama))
     for mode in ("single", "textmas", "tflow"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tflow import Pipeline, tasks
-from tflow.evaluate import main as evaluate_main
+from tflow.evaluate import format_table, main as evaluate_main
 from tflow.generator import ParameterGenerator
 from tflow.lora import infer_targets
 from tflow.peft_io import load_peft_adapter
@@ -50,6 +50,19 @@ def test_generator_training_saves_a_loadable_checkpoint_and_resumes(model_dir, t
     pipe = Pipeline.from_pretrained(str(model_dir), generator=str(out))
     assert pipe.generator_trained  # training moved the zero-initialised B head
     assert pipe.run("What is the code?", "tflow", "The code is 12.", max_new_tokens=3).usage.total_tokens > 0
+
+
+def test_release_architecture_trains_on_any_backbone_with_its_own_size_flags(model_dir, tmp_path):
+    out = tmp_path / "release"
+    sizes = ["--d-model", "32", "--head-dim", "8", "--token-dim", "32", "--dim-accumulation", "2"]
+    train_main(["--task", "relay", "--arch", "release", "--model", str(model_dir), "--out", str(out), "--steps", "2",
+                "--eval-every", "2", "--batch-size", "4", "--eval-size", "4", "--threads", "1", *sizes])
+    card = json.loads((out / "generator_config.json").read_text())
+    assert card["arch"] == "release" and card["generator"]["token_dim"] == 32 and card["meta"]["config"]["arch"] == "release"
+    pipe = Pipeline.from_pretrained(str(model_dir), generator=str(out))
+    assert type(pipe.generator).__name__ == "ReleaseGenerator" and pipe.generator_trained
+    with pytest.raises(SystemExit):  # grid-only flags are not offered for the release architecture
+        train_main(["--arch", "release", "--chunk-size", "64", "--steps", "0"])
 
 
 def test_static_lora_training_writes_a_peft_adapter_usable_as_mode_static(model_dir, tmp_path):
@@ -89,9 +102,12 @@ def test_evaluate_writes_the_documented_json_and_csv(model_dir, tmp_path, capsys
     assert set(report["results"]) == {"single", "textmas", "tflow", "tflow_shuffled", "tflow_only_strategist", "tflow_only_knowledge_extractor"}
     for r in report["results"].values():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_per_query"] > 0 and r["seconds_per_query"] > 0
+    res = report["results"]  # the paper's accounting: TFlow counts its receiver only, the others every agent
+    assert res["tflow"]["paper_tokens_per_query"] < res["tflow"]["tokens_per_query"]
+    assert res["textmas"]["paper_tokens_per_query"] == res["textmas"]["tokens_per_query"]
     assert report["results"]["textmas"]["tokens_per_query"] > report["results"]["single"]["tokens_per_query"]
     assert out.with_suffix(".csv").read_text().startswith("task,mode,accuracy")
-    assert "| tflow |" in capsys.readouterr().out
+    assert "| tflow |" in capsys.readouterr().out and "paper tokens / query" in format_table("split", report["results"])
 
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "relay").is_dir(), reason="embedded checkpoints not built")
@@ -106,6 +122,15 @@ def test_embedded_backbone_and_relay_generator_answer_from_weights_alone():
     assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(single, examples)) <= 2
     assert all(torch.isfinite(r.perturbation.B["self_attn.q_proj"]).all() for r in tflow)
     assert ParameterGenerator.from_pretrained(ROOT / "checkpoints" / "generators" / "relay", infer_targets(pipe.backbone.model)).is_trained
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "relay-release").is_dir(), reason="embedded checkpoints not built")
+def test_embedded_release_architecture_relay_generator_answers_from_weights_alone():
+    pipe = Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "relay-release"), device="cpu")
+    assert pipe.generator.provenance()["arch"] == "release" and pipe.generator.meta["task"] == "relay"
+    examples = tasks.examples("relay", "test", 20, seed=0)
+    tflow = pipe.run_batch([e.question for e in examples], "tflow", [e.contexts for e in examples], max_new_tokens=16)
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(tflow, examples)) >= 17
 
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "arith").is_dir(), reason="embedded checkpoints not built")

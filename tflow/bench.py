@@ -42,9 +42,9 @@ from torch import nn
 from tqdm import tqdm
 
 from . import lora, tasks
-from .cli import user_errors
 from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
-from .generator import ParameterGenerator
+from .cli import user_errors
+from .generators import ParameterGenerator, load_generator
 from .modes import Pipeline, RunResult
 from .shapes import SHAPES, ModelShape, get_shape, shape_backbone
 from .stats import percentile
@@ -57,6 +57,7 @@ def _summary(rows: list[RunResult]) -> dict:
     return {
         "queries": len(rows),
         "processed_tokens": statistics.fmean(r.usage.total_tokens for r in rows),
+        "paper_tokens": statistics.fmean(r.paper_tokens for r in rows),  # the release's accounting (TFlow: receiver only)
         "receiver_prefill_tokens": statistics.fmean(r.receiver_prompt_tokens for r in rows),
         "generated_tokens": statistics.fmean(r.usage.generated_tokens for r in rows),
         "receiver_generated_tokens": statistics.fmean(r.usage.by_agent[_receiver(r)].generated_tokens for r in rows),
@@ -105,6 +106,7 @@ def ratios(modes: dict) -> dict:
     out = {
         "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
         "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
+        "tflow_over_textmas_paper_tokens": t["paper_tokens"] / x["paper_tokens"],
         "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
         "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
         "per_token_overhead": statistics.median(paired) - 1,
@@ -147,7 +149,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
     for task in tasks.TASKS:
         gen_dir = Path("checkpoints/generators") / task
         spec = lora.infer_targets(backbone.model)
-        gen = ParameterGenerator.from_pretrained(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
+        gen = load_generator(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
         pipe = Pipeline(backbone, gen, merge=merge)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
@@ -273,11 +275,11 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
 
 def _print(name: str, block: dict) -> None:
     print(f"\n== {name} ==")
-    print("| mode | processed tokens | receiver prefill | generated | s/query (median) | p90 | peak KV MB | stages (median s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| mode | processed tokens | paper tokens | receiver prefill | generated | s/query (median) | p90 | peak KV MB | stages (median s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for m, r in block["modes"].items():
         stages = ", ".join(f"{k} {v:.4f}" for k, v in r["stages_median"].items() if k != "total")
-        print(f"| {m} | {r['processed_tokens']:.0f} | {r['receiver_prefill_tokens']:.0f} | {r['generated_tokens']:.0f} | "
+        print(f"| {m} | {r['processed_tokens']:.0f} | {r['paper_tokens']:.0f} | {r['receiver_prefill_tokens']:.0f} | {r['generated_tokens']:.0f} | "
               f"{r['seconds_median']:.4f} | {r['seconds_p90']:.4f} | {r['peak_kv_cache_bytes'] / 2**20:.2f} | {stages} |")
     print("ratios: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in block["ratios"].items()))
     if "throughput" in block:

@@ -9,6 +9,7 @@
 
 Usage counts every token every agent processes (prompt + generated); timings split
 into stages; all of it per query, amortised over the batch for `run_batch`.
+`RunResult.paper_tokens` is the paper's accounting beside it (TFlow: the receiver only).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .agents import (
     sender_prompts,
     sender_states,
 )
-from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .generators import Generator, GeneratorConfig, ParameterGenerator, load_generator, stack_conditions
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
 
@@ -107,6 +108,15 @@ class RunResult:
     sender_states: list[SenderStates] | None = None  # tflow
     batch_size: int = 1
 
+    @property
+    def paper_tokens(self) -> int:
+        """Tokens as the paper's release counts them, to set beside its Table 1: for TFlow only the
+        receiver's prompt and completion (the senders' prefill is not counted); for every other
+        mode every agent's, as in `usage.total_tokens` (ours, the default, counts TFlow's senders too)."""
+        if self.mode != "tflow":
+            return self.usage.total_tokens
+        return self.receiver_prompt_tokens + self.usage.generated_tokens  # TFlow's senders generate nothing
+
 
 def normalise_contexts(sender_context: str | Sequence[str | None] | None, n: int) -> list[str | None]:
     """One context for all senders, or one per sender (None / '' = no context)."""
@@ -125,7 +135,7 @@ class Pipeline:
     def __init__(
         self,
         backbone: Backbone,
-        generator: ParameterGenerator | None = None,
+        generator: Generator | None = None,
         roles: Roles | None = None,
         static: lora.Perturbation | None = None,
         cache_size: int = 64,
@@ -155,7 +165,7 @@ class Pipeline:
     ) -> Pipeline:
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         spec = lora.infer_targets(backbone.model)
-        gen = ParameterGenerator.from_pretrained(generator, spec, backbone.name).eval() if generator else None
+        gen = load_generator(generator, spec, backbone.name).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None
         return cls(backbone, gen, roles, static)
 

@@ -13,7 +13,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from .agents import Backbone, load_backbone, resolve_device, resolve_dtype
-from .generator import GeneratorConfig
+from .generators import GeneratorConfig
 
 
 @dataclass(frozen=True)

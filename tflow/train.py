@@ -2,6 +2,7 @@
 
     python -m tflow.train --task relay --steps 1000
     python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
+    python -m tflow.train --task relay --arch release --d-model 96 --head-dim 24 --token-dim 128   # the paper's architecture
     accelerate launch --multi_gpu --num_processes 2 -m tflow.train --task relay  # data parallel (GPUs, or CPU processes with gloo)
     python -m tflow.train --model Qwen/Qwen3-4B --task jsonl:gsm8k_train.jsonl --device cuda --gradient-checkpointing --batch-size 8
     python -m tflow.train --shape qwen3-0.6b --device cuda --steps 20 --batch-size 8   # cost at a real shape, random receiver
@@ -45,7 +46,7 @@ from .agents import (
     sender_prompts, sender_states,
 )
 from .cli import user_errors
-from .generator import GeneratorConfig, ParameterGenerator, stack_conditions
+from .generators import ARCHES, GeneratorConfig, ReleaseConfig, build_generator, stack_conditions
 from .modes import Pipeline, normalise_contexts
 from .peft_io import target_regex
 from .shapes import get_shape, shape_backbone
@@ -76,7 +77,8 @@ class TrainConfig:
     layers: int = 0  # with --shape: the first N layers (0: all)
     hash_split: bool = False  # jsonl: train on the 4/5 of the file outside the test hash bucket
     skip_bad_rows: bool = False  # jsonl: skip malformed rows instead of failing
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # rank and alpha also shape --static
+    arch: str = "grid"  # generator architecture: grid (ours) or release (the paper's)
+    generator: GeneratorConfig | ReleaseConfig = field(default_factory=GeneratorConfig)  # the arch's; rank and alpha also shape --static
 
     def output_dir(self) -> Path:
         if self.out:
@@ -142,7 +144,7 @@ class _Objective:
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
             dtype = resolve_dtype(cfg.generator_dtype, backbone.device)
-            self.module = ParameterGenerator(cfg.generator, self.spec, backbone.name).to(backbone.device, dtype)
+            self.module = build_generator(cfg.arch, cfg.generator, self.spec, backbone.name).to(backbone.device, dtype)
             self.pipe = Pipeline(backbone, self.module, roles)
         if cfg.gradient_checkpointing:
             # non-reentrant, so that gradients reach the LoRA factors of a frozen model; the
@@ -302,11 +304,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, .
 
 @user_errors
 def main(argv: list[str] | None = None) -> None:
+    # --arch decides which size flags exist (each architecture's config fields), so it is read first.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch", choices=sorted(ARCHES), default="grid")
+    config_class = ARCHES[pre.parse_known_args(argv)[0].arch].config_class
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_flags(parser, TrainConfig(), skip=("generator",))
-    add_config_flags(parser, GeneratorConfig())
+    add_config_flags(parser, config_class())
     args = vars(parser.parse_args(argv))
-    generator = GeneratorConfig(**{f.name: args.pop(f.name) for f in fields(GeneratorConfig)})
+    generator = config_class(**{f.name: args.pop(f.name) for f in fields(config_class)})
     result = train(TrainConfig(**args, generator=generator))
     print(f"{result['seconds_per_step']:.3f} s/step, peak memory {train_memory.gib(result['peak_memory_bytes'])} on {result['device']}"
           + (f" (estimated {train_memory.gib(result['estimated_memory_bytes'])})" if result["estimated_memory_bytes"] else ""))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .agents import Backbone
-from .generator import ParameterGenerator
+from .generators import Generator
 
 
 def gib(nbytes: float) -> str:
@@ -48,7 +48,7 @@ class MemoryEstimate:
                 f"generator activations {gib(self.generator_activations)})")
 
 
-def estimate(backbone: Backbone, gen: ParameterGenerator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2) -> MemoryEstimate:
+def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2) -> MemoryEstimate:
     """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each."""
     cfg = backbone.model.config
     b = backbone.dtype.itemsize
@@ -60,9 +60,10 @@ def estimate(backbone: Backbone, gen: ParameterGenerator, batch: int, seq_len: i
     acts = tokens * (b * hidden * layers + per_layer) if checkpointing else tokens * per_layer * layers
     gen_bytes = sum(p.numel() * p.element_size() for p in gen.parameters())
     c = gen.config
-    gen_tokens = batch * senders * layers * gen.layout.num_slots
+    gen_tokens = batch * senders * gen.param_tokens
+    mlp = getattr(c, "mlp_ratio", None) or getattr(c, "ffn_ratio", 4)  # grid / release
     # per parameter token and block: 5 norms, q/k/v/out of 3 attentions, the MLP's hidden
-    per_gen_token = next(gen.parameters()).element_size() * c.d_model * c.n_blocks * (19 + 2 * c.mlp_ratio)
+    per_gen_token = next(gen.parameters()).element_size() * c.d_model * c.n_blocks * (19 + 2 * mlp)
     weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
     # weights + gradients + AdamW's two moments, all in the generator's dtype
     return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token)
