@@ -20,13 +20,13 @@ import argparse
 import hashlib
 import pickletools
 import re
-import sys
 import zipfile
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
+from .cli import user_errors
 from .generators import ReleaseConfig, ReleaseGenerator
 from .generators.release import ReleaseLayout
 from .lora import TargetSpec, infer_targets
@@ -221,6 +221,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="the release's torch.save checkpoint (e.g. tflow_best.pt)")
@@ -232,11 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
                            help=f"not readable from the tensors; default: the released generator's {getattr(defaults, f.name)}")
     a = p.parse_args(argv)
-    try:
-        gen = convert(a.checkpoint, a.model, a.out, **{k: getattr(a, k) for k in FIXED})
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    gen = convert(a.checkpoint, a.model, a.out, **{k: getattr(a, k) for k in FIXED})
     c = gen.config
     print(f"wrote {a.out}: release generator, {gen.num_parameters:,} parameters, d_model {c.d_model}, {c.n_blocks} blocks, "
           f"rank {c.rank}, token width {c.token_dim}, dim accumulation {c.dim_accumulation}, "
