@@ -85,7 +85,11 @@ def test_auto_merge_falls_back_to_low_rank_for_gradients_and_tight_memory(qwen3,
     trainable = replace(pert, A={k: v.clone().requires_grad_() for k, v in pert.A.items()})
     assert not lora.should_merge(qwen3.model, trainable)
     monkeypatch.setattr(lora, "free_bytes", lambda device: lora.merged_bytes(qwen3.model, pert.spec))  # copies need half of it
+    lora.release_buffers()
     assert not lora.should_merge(qwen3.model, pert)
+    with lora.apply(qwen3.model, pert, merge=True):  # leaves one request's copies in the pool ...
+        pass
+    assert lora.should_merge(qwen3.model, pert)  # ... which the next merge reuses, so they count as free
 
 
 def test_per_sample_factors_in_a_batch_match_one_by_one(qwen3):
