@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from studio_server import Studio, studio
-from tflow.ui import MAX_NEW_TOKENS
+from tflow.studio.worker import MAX_NEW_TOKENS
 
 pytestmark = pytest.mark.browser
 
