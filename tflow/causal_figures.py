@@ -25,13 +25,12 @@ def effect_heatmap(ablation: Mapping) -> go.Figure:
     marginals: the whole layer removed (right), the module type removed in every layer (below)."""
     modules = [short_module(m) for m in ablation["modules"]]
     layers = ablation["layers"]
-    cells = np.array(ablation["cells"])
-    top = max(float(np.abs(cells).max(initial=0.0)), max(map(abs, ablation["per_layer"] + ablation["per_module"]), default=0.0)) or 1.0
+    top = float(np.abs(np.array(ablation["cells"])).max(initial=0.0)) or 1.0  # the cells' own scale: the marginals are larger
     fig = make_subplots(rows=2, cols=2, shared_xaxes="columns", shared_yaxes="rows", column_widths=[0.78, 0.22],
                         row_heights=[0.78, 0.22], horizontal_spacing=0.03, vertical_spacing=0.06)
     text = len(layers) * len(modules) <= 120
-    fig.add_heatmap(z=cells, x=modules, y=layers, zmin=-top, zmax=top, zmid=0, colorscale=EFFECT_SCALE, row=1, col=1,
-                    texttemplate="%{z:.2g}" if text else None, colorbar={"title": "Δ log p", "len": 0.75, "y": 0.62},
+    fig.add_heatmap(z=ablation["cells"], x=modules, y=layers, zmin=-top, zmax=top, zmid=0, colorscale=EFFECT_SCALE, row=1, col=1,
+                    texttemplate="%{z:.2g}" if text else None, colorbar={"title": "Δ log p", "len": 0.75, "y": 0.62, "x": 1.02, "xanchor": "left"},
                     hovertemplate="layer %{y}, %{x} removed<br>Δ log p(answer) = %{z:.3g}<extra></extra>")
     colours = ["#d6604d" if v < 0 else "#4393c3" for v in ablation["per_layer"]]
     fig.add_bar(x=ablation["per_layer"], y=layers, orientation="h", marker_color=colours, row=1, col=2, showlegend=False,
@@ -45,9 +44,10 @@ def effect_heatmap(ablation: Mapping) -> go.Figure:
     fig.update_xaxes(title_text="module (linear layer inside each decoder layer)", row=2, col=1)
     fig.update_xaxes(visible=False, row=2, col=2)
     fig.update_yaxes(visible=False, row=2, col=2)
-    return _layout(fig, "Effect of removing each part of ΔW",
-                   f"Δ log p(answer) when that part is removed and the rest kept (full ΔW: log p = {_fmt_logp(ablation['logprob'])});"
-                   " red: the part helps the answer", None, None, height=HEIGHT + 120)
+    fig = _layout(fig, "Effect of removing each part of ΔW",
+                  f"Δ log p(answer) with that part removed, the rest kept (full ΔW: {_fmt_logp(ablation['logprob'])}); red: it helps",
+                  None, None, height=HEIGHT + 120)
+    return fig.update_layout(margin={"r": 90})
 
 
 def sweep_figure(sweep: Mapping) -> go.Figure:
@@ -82,19 +82,20 @@ def token_kl_figure(kl: Mapping) -> go.Figure:
 def senders_figure(senders: Mapping) -> go.Figure:
     """log p(answer) with each sender alone, all and none, beside each sender's norm-based share."""
     names = list(senders["senders"])
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.16,
-                        subplot_titles=["log p(answer) with…", "share of ‖ΔW‖ (norm-based)"])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.06)
     labels = [f"{n} alone" for n in names] + ["all senders", "no sender (plain)"]
     values = list(senders["alone"]) + [senders["all"], senders["none"]]
     colours = [_agent_colour(n, names) for n in names] + ["#333333", "#bbbbbb"]
     fig.add_bar(x=values, y=labels, orientation="h", marker_color=colours, text=[_fmt_logp(v) for v in values],
                 textposition="auto", row=1, col=1, showlegend=False, hovertemplate="%{y}: log p = %{x:.3g}<extra></extra>")
     share = [100 * v for v in senders["norm_share"]]
-    fig.add_bar(x=share, y=names, orientation="h", marker_color=colours[: len(names)], text=[f"{v:.0f}%" for v in share],
-                textposition="auto", row=1, col=2, showlegend=False, hovertemplate="%{y}: %{x:.1f}% of the size<extra></extra>")
-    fig.update_xaxes(title_text="log p(answer)", row=1, col=1)
-    fig.update_xaxes(title_text="%", range=[0, 100], row=1, col=2)
-    fig.update_annotations(font_size=12)
+    fig.add_bar(x=share, y=[f"{n} alone" for n in names], orientation="h", marker_color=colours[: len(names)],
+                text=[f"{v:.0f}%" for v in share], textposition="auto", row=1, col=2, showlegend=False,
+                hovertemplate="%{y}: %{x:.1f}% of the size<extra></extra>")
+    fig.update_xaxes(title_text="log p(answer) with…", row=1, col=1)
+    fig.update_xaxes(title_text="share of ‖ΔW‖ (%)", range=[0, 100], row=1, col=2)
+    fig.update_yaxes(categoryorder="array", categoryarray=labels, showticklabels=False, row=1, col=2)
+    fig.update_yaxes(categoryorder="array", categoryarray=labels, row=1, col=1)
     return _layout(fig, "Which sender carries the answer",
                    "the same log p with the other senders' fusion weight set to 0, next to the size-based share",
                    None, None)

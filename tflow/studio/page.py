@@ -93,17 +93,19 @@ class Page:
                                           visible=bool(s.statics))
                 self.modes = gr.CheckboxGroup(self._mode_choices(default_static), value=available_modes(default_static),
                                               label="Modes to run", elem_id="modes", info="Picking checkpoints ticks every available mode.")
-                with gr.Accordion("Generation settings", open=False):
-                    self.max_new = gr.Slider(1, 256, value=MAX_NEW_TOKENS, step=1, label="Max new tokens (receiver)")
-                    self.sender_max_new = gr.Slider(1, 256, value=MAX_NEW_TOKENS, step=1, label="Max new tokens per TextMAS sender message")
-                    self.decoding = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
+                with gr.Accordion("Generation settings", open=False, elem_id="settings-box"):
+                    self.max_new = gr.Slider(1, 256, value=MAX_NEW_TOKENS, step=1, label="Max new tokens (receiver)", elem_id="max-new")
+                    self.sender_max_new = gr.Slider(1, 256, value=MAX_NEW_TOKENS, step=1, label="Max new tokens per TextMAS sender message",
+                                                    elem_id="sender-max-new")
+                    self.decoding = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding", elem_id="decoding")
                     self.temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature (sampling only)")
                     self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling only)")
                     self.seed = gr.Number(0, precision=0, label="Seed (sampling only)")
-                with gr.Accordion("Role prompts (system prompts of the agents)", open=False):
+                with gr.Accordion("Role prompts (system prompts of the agents)", open=False, elem_id="prompts-box"):
                     gr.Markdown("The embedded backbone was pretrained with these exact prompts; edits change its behaviour.")
-                    self.prompts = [gr.Textbox(a.system_prompt, label=f"{a.role}{' (receiver)' if a is DEFAULT_ROLES.receiver else ' (sender)'}")
-                                    for a in (*DEFAULT_ROLES.senders, DEFAULT_ROLES.receiver)]
+                    self.prompts = [gr.Textbox(a.system_prompt, label=f"{a.role}{' (receiver)' if a is DEFAULT_ROLES.receiver else ' (sender)'}",
+                                               elem_id=f"prompt-{i}")
+                                    for i, a in enumerate((*DEFAULT_ROLES.senders, DEFAULT_ROLES.receiver))]
                 self.run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
 
     def _compare_tab(self) -> None:
