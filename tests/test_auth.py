@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 from studio_server import Studio, studio
 from tflow.studio.cli import AUTH_ENV
@@ -63,7 +64,7 @@ def download_url(secured: Studio) -> str:
 def test_without_the_login_a_client_gets_no_page_no_api_answer_and_no_download(secured: Studio) -> None:
     url = download_url(secured)
     assert status_of(url) in (401, 403), "a download was served without the login"
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):
         Client(secured.url, verbose=False)
     for path in ("config", "gradio_api/info", "gradio_api/openapi.json"):
         assert status_of(secured.url + path) == 401, path
@@ -86,7 +87,7 @@ def test_with_the_login_the_api_works_as_before(secured: Studio) -> None:
                             api_name="/causal")
     assert causal["sweep"]["answers"][4] == out["results"]["tflow"]["answer"]
     assert not client.predict(api_name="/health")["patched"]
-    with pytest.raises(Exception):
+    with pytest.raises((AuthenticationError, ValueError), match="Could not login"):
         Client(secured.url, auth=(USER, "wrong-password"), verbose=False)
 
 

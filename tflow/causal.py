@@ -32,8 +32,15 @@ SCALES = tuple(i / 4 for i in range(9))  # 0, 0.25, ..., 2
 Cells = frozenset[tuple[int, str]]  # the (layer, module) parts of ΔW a variant removes
 
 
+class _Result:
+    """A probe's numbers; `to_json` gives them as plain JSON (what the Studio's API returns)."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class Ablation:
+class Ablation(_Result):
     """Δ log p(answer) when a part of ΔW is removed; `logprob` is the full perturbation's."""
 
     layers: list[int]
@@ -43,24 +50,18 @@ class Ablation:
     per_module: list[float]  # that module type removed in every layer
     logprob: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class Sweep:
+class Sweep(_Result):
     """log p(answer) and the greedy answer for ΔW scaled by each of `scales`."""
 
     scales: list[float]
     logprob: list[float]
     answers: list[str]
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class TokenKL:
+class TokenKL(_Result):
     """Per answer token: KL(perturbed || plain) in nats, and both models' log p of that token."""
 
     tokens: list[str]
@@ -68,21 +69,15 @@ class TokenKL:
     logprob: list[float]
     plain_logprob: list[float]
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class SenderProbe:
+class SenderProbe(_Result):
     """log p(answer) with each sender alone, with every sender (as generated) and with none (plain)."""
 
     senders: list[str]
     alone: list[float]
     all: float
     none: float
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
