@@ -100,6 +100,9 @@ def dismiss_toasts(page) -> None:
 
 
 def shoot(page, tmp: Path, name: str) -> None:
+    size = page.viewport_size  # a resize makes plotly lay out again figures drawn while their tab was hidden
+    page.set_viewport_size({**size, "width": size["width"] + 1})
+    page.set_viewport_size(size)
     page.wait_for_timeout(400)
     page.screenshot(path=str(Path(os.environ.get("TFLOW_STUDIO_SCREENSHOTS", tmp)) / f"{name}.png"), full_page=True)
 

@@ -174,7 +174,8 @@ class Page:
         self.queries_plot = gr.Plot(viz.placeholder("Press the button to embed the per-query perturbations."), elem_id="queries-plot", show_label=False)
 
     def _history_tab(self) -> None:
-        gr.Markdown("The runs made since this page was opened (newest first). Click a row to bring its results back.", elem_classes="caption")
+        gr.Markdown("The runs made since this page was opened (newest first). Click a row to bring the whole run back: "
+                    "its inputs and settings as well as its results.", elem_classes="caption")
         self.table = gr.Dataframe(headers=["#", "time", "question", "generator", "processed tokens", "answers"], value=[],
                                   interactive=False, wrap=True, elem_id="history-table",
                                   column_widths=["4%", "8%", "28%", "12%", "22%", "26%"])
