@@ -79,7 +79,7 @@ class StudioUI(Page):
         gr.api(self.api.health, api_name="health", queue=False)
 
     def _form(self) -> list:
-        """Every input of a run, in `RunRequest` order (what History brings back)."""
+        """Every input of a run, in the order `run` takes them (what History brings back)."""
         return [self.question, *self.contexts, self.reference, self.modes, self.generator, self.static, self.max_new,
                 self.sender_max_new, self.decoding, self.temperature, self.top_p, self.seed, *self.prompts]
 
