@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The test command of README.md: installs what the tests need, then runs them (CPU, offline).
+# The test command of README.md: installs what the tests need and this checkout as a package (editable, with its
+# console scripts; one pip command, so the pinned torch is what resolves), then runs the tests (CPU, offline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -r requirements-dev.txt
+python -m pip install -q -r requirements-dev.txt -e .
 if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -q && apt-get install -y -q chromium) >/dev/null
 fi

@@ -1,7 +1,7 @@
 """One TFlow Studio process per test session, shared by the API and browser tests.
 
 Both test modules call `studio()`; the first call starts `python app.py` on a free port
-and waits until it serves, later calls with the same extra arguments get the same
+and waits until it serves, later calls with the same extra arguments and environment get the same
 process, and every process is stopped when the test session's interpreter exits. By default the app runs on the embedded
 checkpoints; TFLOW_STUDIO_MODEL / TFLOW_STUDIO_CHECKPOINTS point it elsewhere.
 """
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def studio(extra_args: list[str] | None = None) -> Studio:
-    """The app process for these extra `app.py` arguments, started on first use; raises with the app's log if it cannot start."""
-    key = tuple(extra_args or ())
+def studio(extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> Studio:
+    """The app process for these extra `app.py` arguments and environment variables, started on first use; raises
+    with the app's log if it cannot start. A login (TFLOW_STUDIO_AUTH) makes /config answer 401: that counts as serving."""
+    key = (*(extra_args or ()), *sorted((extra_env or {}).items()))
     if key in _RUNNING and _RUNNING[key].process.poll() is None:
         return _RUNNING[key]
     model = os.environ.get("TFLOW_STUDIO_MODEL", str(ROOT / "checkpoints" / "tiny-qwen3"))
@@ -66,11 +68,12 @@ def studio(extra_args: list[str] | None = None) -> Studio:
         raise RuntimeError(f"backbone {model} is missing: build the embedded checkpoints or set TFLOW_STUDIO_MODEL")
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="tflow-studio-test-")) / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {k: v for k, v in os.environ.items() if k != "TFLOW_STUDIO_AUTH"}  # a login only where a test asks for one
+    env.update({"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})})
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--model", model, "--checkpoints", checkpoints, "--device", "cpu",
-             "--host", "127.0.0.1", "--port", str(port), *key],
+             "--host", "127.0.0.1", "--port", str(port), *(extra_args or ())],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     running = Studio(f"http://127.0.0.1:{port}/", model, checkpoints, process, log)
@@ -81,10 +84,14 @@ def studio(extra_args: list[str] | None = None) -> Studio:
             raise RuntimeError(f"the app exited with code {process.returncode}:\n{running.log_tail()}")
         try:
             with urllib.request.urlopen(running.url + "config", timeout=2) as r:
-                if r.status == 200:
-                    _RUNNING[key] = running
-                    return running
+                serving = r.status == 200
+        except urllib.error.HTTPError as e:
+            serving = e.code == 401
         except OSError:
-            time.sleep(0.5)
+            serving = False
+        if serving:
+            _RUNNING[key] = running
+            return running
+        time.sleep(0.5)
     running.stop()
     raise RuntimeError(f"the app did not serve within {STARTUP_TIMEOUT_S} s:\n{running.log_tail()}")

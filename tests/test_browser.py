@@ -1,5 +1,6 @@
 """TFlow Studio in real headless Chromium: an example through every mode, the charts, the PEFT
-download reproducing the TFlow answer, history, bad input, and a screenshot of every tab."""
+download reproducing the TFlow answer, history restoring a whole run, bad input, the causal section
+against the API, and a screenshot of every tab (into TFLOW_STUDIO_SCREENSHOTS when set, e.g. docs/screenshots)."""
 from __future__ import annotations
 
 import os
@@ -14,8 +15,12 @@ from typing import Any
 import pytest
 import torch
 
+from gradio_client import Client
+
 from studio_server import Studio, studio
-from tflow.ui import MAX_NEW_TOKENS
+from tflow.agents import EXECUTOR
+from tflow.studio.registry import build_examples
+from tflow.studio.worker import MAX_NEW_TOKENS
 
 pytestmark = pytest.mark.browser
 
@@ -95,8 +100,11 @@ def dismiss_toasts(page) -> None:
 
 
 def shoot(page, tmp: Path, name: str) -> None:
+    size = page.viewport_size  # a resize makes plotly lay out again figures drawn while their tab was hidden
+    page.set_viewport_size({**size, "width": size["width"] + 1})
+    page.set_viewport_size(size)
     page.wait_for_timeout(400)
-    page.screenshot(path=str(tmp / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(Path(os.environ.get("TFLOW_STUDIO_SCREENSHOTS", tmp)) / f"{name}.png"), full_page=True)
 
 
 def visible_modes(page) -> list[str]:
@@ -120,6 +128,20 @@ def peft_answer(model_dir: str, adapter_zip: Path, question: str, max_new_tokens
     backbone = Backbone(model, tokenizer, model_dir)
     prompt = build_prompt(backbone, EXECUTOR, question).input_ids
     return generate(backbone, [prompt], max_new_tokens, GenerationSettings(max_new_tokens=max_new_tokens))[0].text
+
+
+def change_every_input(page) -> None:
+    """Edit the question, a context, the modes, a generation setting and a role prompt (without running)."""
+    open_tab(page, "Ask")
+    page.fill("#question textarea", "Something else entirely?")
+    page.fill("#ctx-0 textarea", "Another context.")
+    page.locator("#modes").get_by_label("TextMAS").uncheck()
+    page.get_by_text("Generation settings").click()
+    page.fill("#max-new input[type=number]", "7")
+    page.locator("#max-new input[type=number]").press("Enter")
+    page.get_by_text("Role prompts (system prompts of the agents)").click()
+    page.locator("#prompt-2 textarea").fill("An edited receiver prompt.")
+    page.wait_for_timeout(300)
 
 
 def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Path) -> None:
@@ -163,10 +185,18 @@ def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Pat
     page.wait_for_function("() => document.body.innerText.includes('Relative spread')")
     shoot(page, tmp_path, "4-activations")
 
+    contexts = [page.locator(f"#ctx-{i} textarea").input_value() for i in range(2)]
+    change_every_input(page)
     open_tab(page, "History")
     page.locator('#history-table [data-testid="cell-0-2"]').click()
     page.wait_for_function("() => document.querySelector('#run-status').innerText.includes('again (from History)')")
     assert page.locator("#answer-tflow textarea").input_value() == tflow_answer
+    open_tab(page, "Ask")
+    assert page.locator("#question textarea").input_value() == question
+    assert [page.locator(f"#ctx-{i} textarea").input_value() for i in range(2)] == contexts
+    assert page.locator("#modes").get_by_label("TextMAS").is_checked()
+    assert page.locator("#max-new input[type=number]").input_value() == str(MAX_NEW_TOKENS)
+    assert page.locator("#prompt-2 textarea").input_value() == EXECUTOR.system_prompt
     open_tab(page, "History")
     shoot(page, tmp_path, "5-history")
     assert_no_error_toast(page)
@@ -204,4 +234,47 @@ def test_bad_input_is_explained_and_the_app_keeps_serving(session: Session, tmp_
     text = session.run()
     assert "⚠" not in text, text
     assert page.locator("#answer-tflow textarea").input_value().strip()
+    assert_no_error_toast(page)
+
+
+def test_causal_section_on_a_relay_example_shows_the_probes_and_matches_the_api(app: Studio, session: Session, tmp_path: Path) -> None:
+    page = session.page
+    open_tab(page, "Ask")
+    examples = build_examples()
+    index = next(i for i, e in enumerate(examples) if e["task"] == "relay")
+    ex = examples[index]
+    page.locator("#examples tbody tr").nth(index).click()
+    page.wait_for_function("q => document.querySelector('#question textarea').value === q", arg=ex["question"])
+    session.run()
+    tflow_answer = page.locator("#answer-tflow textarea").input_value()
+    open_tab(page, "Perturbation")
+    page.click("#causal-btn")
+    for plot, title in (("causal-norms", "Size of ΔW"), ("causal-effects", "Effect of removing"),
+                        ("causal-sweep", "How much of the answer"), ("causal-kl", "Where in the answer"),
+                        ("causal-senders", "Which sender")):
+        wait_for_figure(page, plot, title)
+    page.wait_for_function("() => document.querySelector('#causal-status').innerText.includes('computed in')")
+    note = page.locator("#causal-status").inner_text()
+    data = "id => document.querySelector('#' + id + ' .js-plotly-plot').data[0]"
+    effects, sweep, kl = (page.evaluate(data, name) for name in ("causal-effects", "causal-sweep", "causal-kl"))
+    answers = sweep["customdata"]
+    assert sweep["x"] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+    assert answers[4] == tflow_answer, "greedy decoding at scale 1 is the TFlow answer"
+    assert answers[0] != tflow_answer and "Removing all of ΔW (scale 0) changes the greedy answer" in note
+    page.wait_for_function("texts => texts.every(t => document.querySelector('#causal-sweep-table').innerText.includes(t))",
+                           arg=["1.75", *answers])
+    dismiss_toasts(page)
+    shoot(page, tmp_path, "8-causal")
+
+    client = Client(app.url, verbose=False)
+    generator = next(k for k, d in client.predict(api_name="/health")["generators"].items() if "task relay" in d)
+    api = client.predict(question=ex["question"], contexts=ex["contexts"], generator=generator, api_name="/causal")
+    assert api["answer"] == tflow_answer
+    assert sum(effects["z"], []) == pytest.approx(sum(api["ablation"]["cells"], []), rel=1e-9)
+    assert sweep["y"] == pytest.approx(api["sweep"]["logprob"], rel=1e-9) and answers == api["sweep"]["answers"]
+    assert kl["y"] == pytest.approx(api["token_kl"]["kl"], rel=1e-9)
+    rho = api["ablation"]["spearman"]
+    assert (f"ρ = {rho:+.2f}" if rho is not None else "undefined") in note
+    seconds = {p: api[p]["seconds"] for p in ("ablation", "sweep", "token_kl", "senders")}
+    assert max(seconds.values()) < 2.0, seconds
     assert_no_error_toast(page)

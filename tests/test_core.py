@@ -11,7 +11,7 @@ from torch import nn
 
 from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets, lora
 from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
-from tflow.generator import GeneratorMismatchError
+from tflow.generators import GeneratorMismatchError
 
 QUESTION = "What is the code plus 5?"
 

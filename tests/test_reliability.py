@@ -15,7 +15,8 @@ import torch
 
 from tflow import Agent, Pipeline, Roles, apply
 from tflow.agents import load_backbone
-from tflow.generator import CONFIG_NAME, WEIGHTS_NAME, ParameterGenerator
+from tflow.generators import ParameterGenerator
+from tflow.generators.base import CONFIG_NAME, WEIGHTS_NAME
 from tflow.lora import infer_targets, is_patched
 from tflow.peft_io import load_peft_adapter
 

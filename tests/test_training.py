@@ -14,7 +14,7 @@ import torch
 
 from tflow import Pipeline, tasks
 from tflow.evaluate import format_table, main as evaluate_main
-from tflow.generator import ParameterGenerator
+from tflow.generators import ParameterGenerator
 from tflow.lora import infer_targets
 from tflow.peft_io import load_peft_adapter
 from tflow.train import main as train_main
@@ -211,7 +211,7 @@ def test_training_reports_seconds_per_step_and_peak_memory(model_dir, tmp_path, 
 
 def test_gradient_checkpointing_gives_the_gradients_of_plain_backward(make_qwen3):
     from tflow.agents import Roles
-    from tflow.generator import GeneratorConfig
+    from tflow.generators import GeneratorConfig
     from tflow.train import TrainConfig, _Objective
 
     batch = tasks.examples("relay", "train", 3, seed=2)

@@ -10,7 +10,7 @@ from gradio_client import Client
 
 from studio_server import studio
 from tflow import tasks
-from tflow.ui import ASSETS, build_examples
+from tflow.studio.registry import ASSETS, build_examples
 
 ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static", "/perturbation_source",
            "/perturbation_view", "/perturbation_layer", "/perturbation_module", "/across_queries",

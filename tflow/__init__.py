@@ -3,18 +3,27 @@
 Frozen role-prompted senders read the query once; a learned parameter generator turns
 their hidden states into LoRA factors; the fused perturbation is applied to the
 receiver only while it generates from the plain question.
-"""
-from .agents import Agent, Backbone, GenerationSettings, Roles, load_backbone
-from .generators import (
-    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, ReleaseConfig, ReleaseGenerator, load_generator,
-)
-from .lora import Perturbation, TargetSpec, apply, infer_targets
-from .modes import MODES, Pipeline, RunResult, Usage
 
-__all__ = [
-    "Agent", "Backbone", "GenerationSettings", "Roles", "load_backbone",
-    "Generator", "GeneratorConfig", "GeneratorMismatchError", "ParameterGenerator", "ReleaseConfig", "ReleaseGenerator",
-    "load_generator",
-    "Perturbation", "TargetSpec", "apply", "infer_targets",
-    "MODES", "Pipeline", "RunResult", "Usage",
-]
+The names below load on first use (PEP 562), so `import tflow.<tool>` pays only for what the
+tool imports, and `tflow-studio` can configure the environment before transformers loads.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "agents": ("Agent", "Backbone", "GenerationSettings", "Roles", "load_backbone"),
+    "generators": ("Generator", "GeneratorConfig", "GeneratorMismatchError", "ParameterGenerator", "ReleaseConfig",
+                   "ReleaseGenerator", "load_generator"),
+    "lora": ("Perturbation", "TargetSpec", "apply", "infer_targets"),
+    "modes": ("MODES", "Pipeline", "RunResult", "Usage"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'tflow' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -107,6 +107,7 @@ class RunResult:
     perturbation: lora.Perturbation | None = None  # tflow / static
     sender_states: list[SenderStates] | None = None  # tflow
     batch_size: int = 1
+    answer_ids: list[int] = field(default_factory=list)  # the receiver's generated token ids (with the end token, if it ended)
 
     @property
     def paper_tokens(self) -> int:
@@ -321,7 +322,7 @@ class _Job:
             results.append(RunResult(
                 mode=mode, question=self.questions[i], answer=g.text, usage=usage, timings=dict(timings),
                 kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason, receiver_prompt_tokens=g.prompt_tokens,
-                batch_size=self.n, **{k: v[i] for k, v in per_query.items()},
+                batch_size=self.n, answer_ids=g.token_ids, **{k: v[i] for k, v in per_query.items()},
             ))
         return results
 

@@ -68,6 +68,14 @@ def sender_layer_norms(p: Perturbation, sample: int = 0) -> np.ndarray:
     return np.stack([np.sqrt((delta_norms(p, sample, i) ** 2).sum(axis=1)) for i in range(len(p.senders))])
 
 
+def sender_shares(p: Perturbation, sample: int = 0) -> np.ndarray:
+    """(senders,): each sender's share of the perturbation's size, its ‖ΔW_i‖_F over every layer and module
+    as a fraction of the senders' sum (zeros for a zero perturbation)."""
+    size = np.sqrt((sender_layer_norms(p, sample) ** 2).sum(axis=1))
+    total = size.sum()
+    return size / total if total > 0 else np.zeros_like(size)
+
+
 def spectrum(p: Perturbation, layer: int, name: str, sample: int = 0) -> np.ndarray:
     """The nonzero part of dW's singular values: the first S*r of them, largest first (the rest are 0)."""
     b, a = _factors(p, layer, name, sample)

@@ -1,0 +1,113 @@
+"""The installed package: console scripts, the Studio's command line, and the code layout (sizes, import direction)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+import tflow
+from tflow.studio import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = {"tflow-studio": "tflow.studio.cli:main", "tflow-train": "tflow.train:main", "tflow-evaluate": "tflow.evaluate:main",
+           "tflow-bench": "tflow.bench:main", "tflow-pretrain": "tflow.pretrain:main"}
+# The Studio's modules, top to bottom: each may import only the ones after it (and the library).
+STUDIO_ORDER = ("cli", "server", "wiring", "page", "causal_section", "api", "render", "worker", "registry")
+
+
+def script(name: str) -> str:
+    """The console script installed beside this interpreter (pip puts them there)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed beside {sys.executable}: run `pip install -e .` (tests/run.sh does)")
+    return str(path)
+
+
+def test_the_package_is_installed_with_its_console_scripts():
+    installed = {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("tflow-")}
+    assert installed == SCRIPTS
+    assert Path(tflow.__file__).resolve().parent == ROOT / "tflow", "the installed package is another checkout"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_console_script_answers_help(name):
+    out = subprocess.run([script(name), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: {name}")
+
+
+def test_studio_help_mentions_the_login_and_its_module_loads_nothing_heavy():
+    out = subprocess.run([script("tflow-studio"), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "--auth USER:PASSWORD" in out.stdout and cli.AUTH_ENV in out.stdout
+    probe = "import sys, tflow.studio.cli; print(sorted({'gradio', 'torch', 'transformers', 'huggingface_hub'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert loaded.stdout.strip() == "[]", "the offline environment must be set before these load"
+
+
+@pytest.mark.parametrize("value", ["no-colon-Zq9", ":only-a-password-Zq9", "user-Zq9:", "  :pw-Zq9"])
+def test_a_malformed_login_is_one_line_without_the_secret_and_exit_2(value):
+    for args, env in (([f"--auth={value}"], {}), ([], {cli.AUTH_ENV: value})):
+        out = subprocess.run([script("tflow-studio"), *args], capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin", **env})
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines()[-1] == (f"tflow-studio: error: --auth / {cli.AUTH_ENV} must be USER:PASSWORD "
+                                                       "with a non-empty user and password")
+        assert "Zq9" not in out.stderr, "the message repeats what was typed (it may hold the password)"
+
+
+def test_login_comes_from_the_flag_or_else_the_environment(monkeypatch):
+    monkeypatch.setenv(cli.AUTH_ENV, "env-user:env:pass")
+    assert cli.parse_args([]).auth == ("env-user", "env:pass")
+    assert cli.parse_args(["--auth", "flag-user:pw"]).auth == ("flag-user", "pw")
+    monkeypatch.delenv(cli.AUTH_ENV)
+    assert cli.parse_args([]).auth is None
+
+
+@pytest.mark.parametrize("auth", [None, "ada:pw-123"])
+def test_a_public_host_without_login_warns_how_to_add_one(monkeypatch, capsys, auth):
+    from tflow.studio import server
+
+    seen = {}
+    monkeypatch.setattr(server, "launch", lambda cfg, host, port, auth: seen.update(host=host, auth=auth))
+    monkeypatch.delenv(cli.AUTH_ENV, raising=False)
+    cli.main(["--host", "0.0.0.0", *(["--auth", auth] if auth else [])])
+    err = capsys.readouterr().err
+    assert seen["host"] == "0.0.0.0"
+    if auth is None:
+        assert seen["auth"] is None and "without a login" in err and f"{cli.AUTH_ENV}=USER:PASSWORD" in err
+    else:
+        assert seen["auth"] == ("ada", "pw-123") and "need the login of user 'ada'" in err and "pw-123" not in err
+
+
+def _imports(path: Path) -> set[str]:
+    """The tflow modules a file imports (relative imports resolved), e.g. {'tflow.studio.worker', 'tflow.viz'}."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names = [f"{module}.{a.name}" for a in node.names] if node.module is None else [module]
+            found.update(n for n in names if n.startswith("tflow"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tflow"))
+    return found
+
+
+def test_module_sizes_and_the_studios_import_direction():
+    for path in (ROOT / "tflow").rglob("*.py"):
+        lines = len(path.read_text().splitlines())
+        limit = 300 if "studio" in path.parts else 500
+        assert lines <= limit, f"{path.relative_to(ROOT)} has {lines} lines (limit {limit})"
+    studio = ROOT / "tflow" / "studio"
+    assert {p.stem for p in studio.glob("*.py")} == {*STUDIO_ORDER, "__init__"}
+    for i, name in enumerate(STUDIO_ORDER):
+        deps = {d.removeprefix("tflow.studio.") for d in _imports(studio / f"{name}.py") if d.startswith("tflow.studio.")}
+        assert deps <= set(STUDIO_ORDER[i + 1 :]), f"studio/{name}.py imports {sorted(deps - set(STUDIO_ORDER[i + 1:]))} (upward)"
+    for path in (ROOT / "tflow").glob("*.py"):
+        assert not any(d.startswith("tflow.studio") for d in _imports(path)), f"library module {path.name} imports the Studio"
+        assert "gradio" not in path.read_text(), f"library module {path.name} mentions gradio"

@@ -1,0 +1,86 @@
+"""`tflow-studio` (and `python app.py`): serve TFlow Studio.
+
+    tflow-studio                         # embedded tiny Qwen3 + its generators, http://127.0.0.1:7860
+    tflow-studio --model Qwen/Qwen3-4B --generator DIR --device cuda --host 0.0.0.0 --port 8080
+    TFLOW_STUDIO_AUTH=user:secret tflow-studio --host 0.0.0.0     # a login (or --auth USER:PASSWORD)
+
+Offline by design: no share link, no analytics, no hub downloads (models must be on disk or
+in the Hugging Face cache). This module imports nothing heavy before `main` has set that up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+AUTH_ENV = "TFLOW_STUDIO_AUTH"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+def default_checkpoints() -> Path:
+    """The source tree's checkpoints when running from a clone (editable install, `python app.py`), else ./checkpoints."""
+    here = Path(__file__).resolve().parents[2] / "checkpoints"
+    return here if here.is_dir() else Path("checkpoints")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ckpt = default_checkpoints()
+    parser = argparse.ArgumentParser(prog="tflow-studio", description="TFlow Studio: agents that talk through weights.")
+    parser.add_argument("--model", default=str(ckpt / "tiny-qwen3"), help="backbone: local directory or hub name (default: the embedded tiny Qwen3)")
+    parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
+    parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
+    parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait in the queue")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
+                        help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
+                             "which keeps the password out of the shell history)")
+    args = parser.parse_args(argv)
+    try:
+        args.auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """'USER:PASSWORD' -> (user, password); None or '' -> no login. The message never repeats the text (the password)."""
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user.strip() or not password:
+        raise ValueError(f"--auth / {AUTH_ENV} must be USER:PASSWORD with a non-empty user and password")
+    return user.strip(), password
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    for key, value in OFFLINE_ENV.items():  # before anything imports huggingface_hub or gradio: they read these at import
+        os.environ.setdefault(key, value)
+    from .registry import StudioConfig
+    from .server import launch
+
+    if args.host not in LOOPBACK:
+        if args.auth is None:
+            print(f"WARNING: listening on {args.host} without a login: anyone who can reach this machine can use the app and "
+                  f"its model. Add one with {AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD).",
+                  file=sys.stderr)
+        else:
+            print(f"Listening on {args.host}; the page, the API and the downloads need the login of user {args.auth[0]!r}.",
+                  file=sys.stderr)
+    cfg = StudioConfig(model=args.model, generator=args.generator, checkpoints=args.checkpoints, device=args.device,
+                       concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
+    try:
+        launch(cfg, host=args.host, port=args.port, auth=args.auth)
+    except ValueError as e:  # a model or device that cannot be loaded: say so, no traceback
+        raise SystemExit(f"TFlow Studio cannot start: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The Studio's shared state: the backbone, the checkpoints that fit it and the pipelines over them.
+
+One backbone is loaded once and shared by every pipeline (one per generator x static
+adapter, built lazily). Checkpoints are discovered under `<checkpoints>/generators/*` and
+`<checkpoints>/static/*`; ones that do not fit the backbone are skipped with a visible note.
+Nothing here imports gradio.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import tasks, viz
+from ..agents import Roles, load_backbone
+from ..generators import Generator, GeneratorConfig, ParameterGenerator, load_generator
+from ..lora import Perturbation, TargetSpec, infer_targets
+from ..lru import LRUCache
+from ..modes import Pipeline
+from ..peft_io import load_peft_adapter
+
+log = logging.getLogger("tflow.studio")
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+NONE = "none"
+QUERIES_PER_TASK = 12
+FEATURE_SETS = 32  # (generator, feature kind, roles) combinations kept for the across-queries view
+
+
+@dataclass(frozen=True)
+class StudioConfig:
+    """Where the backbone and checkpoints are and how the server behaves."""
+
+    model: str
+    generator: str | None = None  # an extra generator directory, selected by default
+    checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
+    device: str = "auto"
+    concurrency: int = 1  # runs at once (the model is shared; more mostly splits the same compute)
+    trust_remote_code: bool = False  # run a model repository's own Python code: only when the user asks
+    max_queue: int = 16
+
+
+@dataclass
+class Checkpoint:
+    """A generator or a static adapter loaded onto the backbone, with its training provenance."""
+
+    key: str
+    obj: Generator | Perturbation
+    task: str | None
+    meta: dict
+    path: str | None
+
+    @property
+    def trained(self) -> bool:
+        return self.obj.is_trained if isinstance(self.obj, Generator) else True
+
+    def describe(self) -> str:
+        """One line: the architecture, what it was trained on or converted from, or the untrained warning."""
+        if not self.trained:
+            return "untrained generator: perturbation is zero"
+        arch = f"{self.obj.arch} architecture, {self.obj.num_parameters:,} parameters · " if isinstance(self.obj, Generator) else ""
+        source = self.meta.get("converted_from")
+        if source:  # an imported release checkpoint: where it came from
+            seen = f", {source['samples_seen']:,} samples seen" if source.get("samples_seen") else ""
+            return f"{arch}converted from {source['file']} (sha256 {source['sha256'][:12]}…{seen})"
+        bits = [f"task {self.task}" if self.task else None,
+                f"{self.meta['steps']} steps" if "steps" in self.meta else None,
+                f"dev accuracy {100 * self.meta['dev_accuracy']:.0f}%" if "dev_accuracy" in self.meta else None]
+        return arch + ("trained on " + ", ".join(b for b in bits if b) if any(bits) else "trained (no provenance recorded)")
+
+    def label(self) -> str:
+        return f"{self.key} · {self.describe()}"
+
+
+def _subdirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+class Studio:
+    """The loaded backbone, the checkpoints that fit it and the pipelines over them (shared by all sessions)."""
+
+    def __init__(self, cfg: StudioConfig):
+        self.cfg = cfg
+        self.backbone = load_backbone(cfg.model, cfg.device, trust_remote_code=cfg.trust_remote_code)
+        self.spec = infer_targets(self.backbone.model)
+        self.notes: list[str] = []
+        untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
+        self.generators = {NONE: Checkpoint(NONE, untrained, None, {}, None)}
+        root = Path(cfg.checkpoints)
+        explicit = [Path(cfg.generator)] if cfg.generator else []
+        for path in explicit + _subdirs(root / "generators"):
+            self._add(self.generators, path, self._load_generator)
+        self.statics: dict[str, Checkpoint] = {}
+        for path in _subdirs(root / "static"):
+            self._add(self.statics, path, self._load_static)
+        self.examples = json.loads((ASSETS / "examples.json").read_text())
+        if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
+            self.default_generator = next((k for k, c in self.generators.items() if c.path == str(Path(cfg.generator))), NONE)
+        else:
+            trained = next((k for k, c in self.generators.items() if c.trained), NONE)
+            self.default_generator = self.generator_for(self.examples[0]["task"]) or trained
+        self.weight_norms = base_weight_norms(self.backbone.model, self.spec)
+        self.downloads = Path(tempfile.mkdtemp(prefix="tflow-studio-"))
+        self._pipelines: dict[tuple, Pipeline] = {}
+        self._features: LRUCache[tuple, tuple[np.ndarray, list[tasks.Example]]] = LRUCache(FEATURE_SETS)
+        self._lock = threading.Lock()
+
+    def _add(self, into: dict[str, Checkpoint], path: Path, load: Callable[[Path], Checkpoint]) -> None:
+        if any(c.path and Path(c.path).resolve() == path.resolve() for c in into.values()):
+            return
+        try:
+            ck = load(path)
+        except (ValueError, OSError) as e:
+            self.notes.append(f"skipped {path}: {e}")
+            log.warning("skipped %s: %s", path, e)
+            return
+        base, n = ck.key, 2
+        while ck.key in into:
+            ck.key, n = f"{base}-{n}", n + 1
+        into[ck.key] = ck
+
+    def _load_generator(self, path: Path) -> Checkpoint:
+        gen = load_generator(path, self.spec, self.backbone.name).to(self.backbone.device).eval()
+        return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path))
+
+    def _load_static(self, path: Path) -> Checkpoint:
+        meta = _read_json(path / "training.json")
+        return Checkpoint(path.name, load_peft_adapter(path, self.spec), meta.get("task") or path.name, meta, str(path))
+
+    def static_for(self, task: str | None) -> str:
+        """The static adapter trained on `task` ("none" when there is none)."""
+        return next((k for k, c in self.statics.items() if task and c.task == task), NONE)
+
+    def generator_for(self, task: str) -> str | None:
+        return next((k for k, c in self.generators.items() if c.task == task and c.trained), None)
+
+    def pipeline(self, generator: str, static: str) -> Pipeline:
+        """The pipeline of one generator x static adapter pair, on the shared backbone."""
+        if generator not in self.generators:
+            raise ValueError(f"unknown generator {generator!r}: choose one of {', '.join(self.generators)}")
+        if static != NONE and static not in self.statics:
+            raise ValueError(f"unknown static adapter {static!r}: choose one of {', '.join([NONE, *self.statics])}")
+        with self._lock:
+            key = (generator, static)
+            if key not in self._pipelines:
+                st = self.statics[static].obj if static != NONE else None
+                self._pipelines[key] = Pipeline(self.backbone, self.generators[generator].obj, None, st)
+            return self._pipelines[key]
+
+    def query_features(self, generator: str, kind: str, roles: Roles) -> tuple[np.ndarray, list[tasks.Example]]:
+        """Per-query perturbation vectors of a fixed set of test questions (every task), cached."""
+        key = (generator, kind, roles)
+        hit = self._features.get(key)
+        if hit is not None:
+            return hit
+        batch = [ex for task in tasks.TASKS for ex in tasks.examples(task, "test", QUERIES_PER_TASK, seed=1)]
+        pipe = self.pipeline(generator, NONE)
+        pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
+        features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
+        self._features.put(key, (features, batch))
+        return features, batch
+
+    def warm_up(self) -> None:
+        """One tiny run per mode, so the first user's timings do not include lazy initialisation."""
+        pipe = self.pipeline(self.default_generator, NONE)
+        for mode in ("single", "tflow"):
+            pipe.run("Warm-up.", mode, max_new_tokens=2, sender_max_new_tokens=2)
+        pipe.clear_cache()
+
+    def close(self) -> None:
+        shutil.rmtree(self.downloads, ignore_errors=True)
+
+
+def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
+    """(layers, modules) ||W||_F of the backbone's targeted weights, for the relative heatmap."""
+    norms = [float(mod.weight.detach().float().norm()) for _, _, mod in spec.linears(model)]
+    return np.array(norms).reshape(spec.num_layers, len(spec.modules))
+
+
+def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
+    """The page's example questions: test-split examples of every built-in task."""
+    order = ("split", "relay", "arith")
+    return [{"task": ex.task, "question": ex.question, "contexts": list(ex.contexts), "answer": ex.answer}
+            for task in order for ex in tasks.examples(task, "test", per_task, seed)]
+
+
+def write_examples(path: Path = ASSETS / "examples.json") -> None:
+    """Regenerate assets/examples.json from tflow.tasks."""
+    path.write_text(json.dumps(build_examples(), indent=2) + "\n")
+
+
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: proves the shared backbone is left unchanged by runs."""
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(p.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
