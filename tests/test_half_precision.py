@@ -126,3 +126,34 @@ def test_a_training_step_on_a_bf16_receiver_gives_finite_gradients(bf16, gen_dty
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert float(obj.module.head_a.weight.grad.abs().sum()) > 0
     assert all(not p.requires_grad for p in bf16.model.parameters())  # the receiver stays frozen
+
+
+def test_the_studio_runs_and_draws_on_a_bf16_backbone():
+    from pathlib import Path
+
+    from tflow import tasks, viz
+    from tflow.studio import render
+    from tflow.studio.registry import Studio, StudioConfig
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    studio = Studio(StudioConfig(model=str(root / "tiny-qwen3"), checkpoints=str(root), device="cpu", dtype="bf16"))
+    try:
+        assert studio.backbone.dtype == torch.bfloat16 and np_finite(studio.weight_norms)
+        ex = tasks.examples("relay", "test", 1, seed=0)[0]
+        pipe = studio.pipeline(studio.generator_for("relay"), studio.static_for("relay"))
+        for mode in MODES:
+            r = pipe.run(ex.question, mode, ex.contexts, max_new_tokens=16)
+            assert "processed tokens" in render.result_markdown(r, ex.answer)
+        r = pipe.run(ex.question, "tflow", ex.contexts, max_new_tokens=16)
+        assert tasks.is_correct(r.answer, ex.answer)  # the embedded relay generator still answers in bf16
+        assert np_finite(viz.delta_norms(r.perturbation))
+        for fig in (viz.perturbation_heatmap(r.perturbation, "relative", studio.weight_norms), viz.sender_share_figure(r.perturbation),
+                    viz.layer_weights_figure(r.perturbation.layer_weights), viz.hidden_states_figure(r.sender_states)[0]):
+            assert fig.data  # every figure of the Perturbation and Activations tabs draws from the bf16 run
+    finally:
+        studio.close()
+
+
+def np_finite(a) -> bool:
+    import numpy as np
+    return bool(np.isfinite(a).all())

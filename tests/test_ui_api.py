@@ -59,6 +59,10 @@ def test_ask_runs_every_mode_with_full_accounting(client: Client) -> None:
     assert all(results["tflow"]["tokens_by_agent"][s]["generated"] == 0 for s in senders), "TFlow senders must not generate"
     assert set(results["textmas"]["messages"]) == senders
     assert {"sender_pass", "generator", "receiver"} <= set(results["tflow"]["timings_s"])
+    # the paper's accounting beside ours: TFlow counts its receiver only, the text modes every agent
+    receiver = results["tflow"]["tokens_by_agent"]["Executor"]
+    assert results["tflow"]["paper_tokens"] == receiver["prompt"] + receiver["generated"] < results["tflow"]["tokens"]
+    assert results["textmas"]["paper_tokens"] == results["textmas"]["tokens"]
 
 
 def test_bad_input_is_a_readable_error_and_the_app_keeps_serving(client: Client) -> None:

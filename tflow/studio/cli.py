@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="the backbone's precision (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Listening on {args.host}; the page, the API and the downloads need the login of user {args.auth[0]!r}.",
                   file=sys.stderr)
     cfg = StudioConfig(model=args.model, generator=args.generator, checkpoints=args.checkpoints, device=args.device,
-                       concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
+                       dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
     except ValueError as e:  # a model or device that cannot be loaded: say so, no traceback

@@ -44,6 +44,7 @@ class StudioConfig:
     generator: str | None = None  # an extra generator directory, selected by default
     checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
     device: str = "auto"
+    dtype: str | None = None  # the backbone's: bf16 on CUDA, fp16 on MPS, fp32 on CPU unless given
     concurrency: int = 1  # runs at once (the model is shared; more mostly splits the same compute)
     trust_remote_code: bool = False  # run a model repository's own Python code: only when the user asks
     max_queue: int = 16
@@ -97,7 +98,7 @@ class Studio:
 
     def __init__(self, cfg: StudioConfig):
         self.cfg = cfg
-        self.backbone = load_backbone(cfg.model, cfg.device, trust_remote_code=cfg.trust_remote_code)
+        self.backbone = load_backbone(cfg.model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
         self.notes: list[str] = []
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()

@@ -36,6 +36,10 @@ def verdict(answer: str, reference: str) -> str:
     return f"{badge} reference: {html.escape(reference)}"
 
 
+# The release's accounting, to set numbers beside the paper's Table 1: it does not count TFlow's senders.
+PAPER_COUNT = {"tflow": "as the paper counts: receiver only, senders' prefill not counted"}
+
+
 def result_markdown(r: RunResult, reference: str) -> str:
     """The verdict and the numbers under a mode's answer."""
     stages = " · ".join(f"{STAGE_SHORT[k]} {fmt_ms(v)}" for k, v in r.timings.items() if k in STAGE_SHORT)
@@ -43,6 +47,7 @@ def result_markdown(r: RunResult, reference: str) -> str:
     kv_split = f"<br><small>receiver {fmt_bytes(r.kv_cache_bytes)}, senders {fmt_bytes(kv_total - r.kv_cache_bytes)}</small>" if kv_total != r.kv_cache_bytes else ""
     rows = [
         ("processed tokens", f"<b>{r.usage.total_tokens}</b><br><small>{r.usage.prompt_tokens} prompt + {r.usage.generated_tokens} generated</small>"),
+        ("paper's count", f"<b>{r.paper_tokens}</b><br><small>{PAPER_COUNT.get(r.mode, 'every agent')}</small>"),
         ("wall time", f"<b>{fmt_ms(r.timings['total'])}</b><br><small>{stages}</small>"),
         ("KV cache", f"<b>{fmt_bytes(kv_total)}</b>{kv_split}"),
         ("stopped by", STOP_REASONS.get(r.stop_reason, r.stop_reason)),
@@ -123,6 +128,7 @@ def result_summary(r: RunResult, reference: str) -> dict:
         "answer": r.answer,
         "correct": tasks.is_correct(r.answer, reference) if reference else None,
         "tokens": r.usage.total_tokens,
+        "paper_tokens": r.paper_tokens,  # the release's accounting (TFlow: the receiver only)
         "tokens_by_agent": {k: {"prompt": u.prompt_tokens, "generated": u.generated_tokens} for k, u in r.usage.by_agent.items()},
         "wall_s": r.timings["total"],
         "timings_s": r.timings,
