@@ -224,7 +224,7 @@ def test_gradient_checkpointing_gives_the_gradients_of_plain_backward(make_qwen3
         with obj.loss(obj.module, batch) as loss:
             loss.backward()
         grads[ckpt] = {n: p.grad.clone() for n, p in obj.module.named_parameters() if p.grad is not None}
-        assert backbone.model.is_gradient_checkpointing == ckpt and not backbone.model.training
+        assert backbone.model.is_activation_checkpointing == ckpt and not backbone.model.training
     assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 10
     for name, g in grads[False].items():
         torch.testing.assert_close(grads[True][name], g, atol=1e-6, rtol=1e-5, msg=name)

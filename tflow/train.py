@@ -149,8 +149,8 @@ class _Objective:
         if cfg.gradient_checkpointing:
             # non-reentrant, so that gradients reach the LoRA factors of a frozen model; the
             # context_fn lets the recomputation see the request's perturbation
-            backbone.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": lora.checkpoint_context})
+            backbone.model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False, "context_fn": lora.checkpoint_context})
 
     def parameters(self):
         return [p for p in self.module.parameters() if p.requires_grad]
