@@ -8,7 +8,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from tflow import GeneratorConfig, ParameterGenerator, Pipeline, apply, infer_targets, lora
+from tflow import GeneratorConfig, Pipeline, apply, infer_targets
 from tflow.agents import Backbone, Roles
 from tflow.peft_io import peft_state
 from tflow.train import TrainConfig, _Objective
