@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     generator = config_class(**{f.name: args.pop(f.name) for f in fields(config_class)})
     result = train(TrainConfig(**args, generator=generator))
-    print(f"{result['seconds_per_step']:.3f} s/step, peak memory {train_memory.gib(result['peak_memory_bytes'])} on {result['device']}"
+    what = "peak memory allocated" if result["device"].startswith("cuda") else "peak resident memory of the process"
+    print(f"{result['seconds_per_step']:.3f} s/step, {what} {train_memory.gib(result['peak_memory_bytes'])} on {result['device']}"
           + (f" (estimated {train_memory.gib(result['estimated_memory_bytes'])})" if result["estimated_memory_bytes"] else ""))
     print(json.dumps({**(result["history"][-1] if result["history"] else {}),
                       **{k: result[k] for k in ("seconds_per_step", "peak_memory_bytes", "estimated_memory_bytes")}}))
