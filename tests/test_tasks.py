@@ -111,3 +111,21 @@ def test_bad_task_inputs_are_readable_errors(tmp_path):
     bad.write_text('{"question": "x", "answer": "no final answer"}\n')
     with pytest.raises(ValueError, match="no final answer"):
         tasks.examples(f"jsonl:{bad}", "train", 3)
+
+
+def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
+    from tflow import kb
+
+    people = {held: {f.who for f in kb.facts() if f.held_out == held} for held in (False, True)}
+    assert not people[False] & people[True] and len(people[True]) == kb.HELD_OUT_ENTITIES
+    train, test = tasks.examples("kb", "train", None), tasks.examples("kb", "test", None)
+    assert len(test) == 300 and not {e.question for e in train} & {e.question for e in test}
+    by_attr = {a.name: ({f.value for f in kb.facts() if f.attribute == a and f.held_out}, {f.value for f in kb.facts() if f.attribute == a and not f.held_out})
+               for a in kb.ATTRIBUTES}
+    assert all(b <= a for b, a in by_attr.values())  # every B answer is also an A answer: reading, not a new word
+    draw = tasks.stream("kb", seed=1)
+    b_questions = {e.question for e in test}
+    assert not any(draw().question in b_questions for _ in range(500))
+    everything = tasks.stream("kb", seed=1, held_out=True)
+    assert any(everything().question in b_questions for _ in range(500))
+    assert tasks.is_correct("Bob", "Bob") and tasks.is_correct("It is Bob.", "Bob") and not tasks.is_correct("Ann", "Bob")

@@ -6,7 +6,8 @@ receiver only while it generates from the plain question.
 """
 from .agents import Agent, Backbone, GenerationSettings, Roles, load_backbone
 from .generators import (
-    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, ReleaseConfig, ReleaseGenerator, load_generator,
+    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, ReleaseConfig, ReleaseGenerator, SenderShape,
+    load_generator,
 )
 from .lora import Perturbation, TargetSpec, apply, infer_targets
 from .modes import MODES, Pipeline, RunResult, Usage
@@ -14,7 +15,7 @@ from .modes import MODES, Pipeline, RunResult, Usage
 __all__ = [
     "Agent", "Backbone", "GenerationSettings", "Roles", "load_backbone",
     "Generator", "GeneratorConfig", "GeneratorMismatchError", "ParameterGenerator", "ReleaseConfig", "ReleaseGenerator",
-    "load_generator",
+    "SenderShape", "load_generator",
     "Perturbation", "TargetSpec", "apply", "infer_targets",
     "MODES", "Pipeline", "RunResult", "Usage",
 ]

@@ -51,6 +51,7 @@ class PretrainConfig:
     kind_mix: str = "sender:0.4,with_messages:0.3,alone:0.3"
     threads: int = 2
     init: str = ""  # continue from this backbone directory (keeps its tokenizer)
+    knows: str = ""  # comma-separated finite tasks (kb) whose held-out facts this backbone learns too: a specialist
 
 
 def _mix(spec: str) -> tuple[list[str], list[float]]:
@@ -77,6 +78,10 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
     """One role-prompted (prompt, target) pair from `ex`, of a kind drawn from `kinds`
     (names, weights): returns (ids, prompt length)."""
     kind = rng.choices(*kinds)[0]
+    tok = backbone.tokenizer
+    if kind == "bare":  # the question then its answer, no template: the question's own states must hold the answer
+        ids = tok(ex.question, add_special_tokens=False)["input_ids"]
+        return ids + tok(f" {ex.answer}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
     if kind == "sender":
         j = rng.randrange(len(roles.senders))
         agent = roles.senders[j]
@@ -90,7 +95,6 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
         prompt = build_prompt(backbone, EXECUTOR, ex.question, facts)
         # told nothing, the receiver answers at once: working things out is what it learns from others
         target = ex.target if facts else ex.answer
-    tok = backbone.tokenizer
     ids = prompt.input_ids + tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return ids, len(prompt.input_ids)
 
@@ -98,8 +102,13 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
 def _corpus(cfg: PretrainConfig) -> list[str]:
     roles = Roles()
     texts = [a.system_prompt for a in (*roles.senders, roles.receiver)]
-    for name in tasks.TASKS:
-        for ex in tasks.examples(name, "train", 1500, cfg.seed):
+    mix = _mix(cfg.task_mix)[0]
+    for name in tasks.TASKS + tasks.SPECIALIST_TASKS:
+        if name in tasks.SPECIALIST_TASKS and name not in mix:  # the receiver's tokenizer never saw the knowledge base
+            continue
+        pool = ([*tasks.examples(name, "train", None), *tasks.examples(name, "test", None)] if name == "kb"
+                else tasks.examples(name, "train", 1500, cfg.seed))
+        for ex in pool:
             texts += [ex.question, ex.answer, *(c for c in ex.contexts if c), *ex.messages.values()]
             texts.append("\n".join(f"{r}: {m}" for r, m in ex.messages.items()))
     return texts
@@ -132,7 +141,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model.train().requires_grad_(True)
     names, weights = _mix(cfg.task_mix)
     kinds = _mix(cfg.kind_mix)
-    draws = {n: tasks.stream(n, cfg.seed) for n in names if n != "drill"}
+    knows = set(filter(None, cfg.knows.split(",")))
+    draws = {n: tasks.stream(n, cfg.seed, held_out=n in knows) for n in names if n != "drill"}
 
     def sequence() -> tuple[list[int], int]:
         name = rng.choices(names, weights)[0]
