@@ -79,9 +79,20 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
     (names, weights): returns (ids, prompt length)."""
     kind = rng.choices(*kinds)[0]
     tok = backbone.tokenizer
-    if kind == "bare":  # the question then its answer, no template: the question's own states must hold the answer
+    if kind in ("bare", "glued"):  # the question then its answer, no template; glued: no space, so the question's
+        # last token predicts the answer's first token and the question's own states must hold it
         ids = tok(ex.question, add_special_tokens=False)["input_ids"]
-        return ids + tok(f" {ex.answer}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
+        answer = ex.answer if kind == "glued" else f" {ex.answer}"
+        return ids + tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
+    if kind in ("sender_glued", "split_glued"):  # a sender's prompt cut after the question, then the answer: the
+        # states the generator reads (the question span in the sender's role) must hold the answer. split_glued:
+        # the second sender's answer is written last character first, so its question states lead with the
+        # units digit of a number (the first sender's with the tens digit)
+        j = rng.randrange(len(roles.senders))
+        prompt = build_prompt(backbone, roles.senders[j], ex.question)
+        ids = prompt.input_ids[: prompt.question_span[1]]
+        answer = ex.answer[::-1] if kind == "split_glued" and j % 2 else ex.answer
+        return ids + tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
     if kind == "sender":
         j = rng.randrange(len(roles.senders))
         agent = roles.senders[j]
