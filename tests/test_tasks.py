@@ -129,3 +129,15 @@ def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
     everything = tasks.stream("kb", seed=1, held_out=True)
     assert any(everything().question in b_questions for _ in range(500))
     assert tasks.is_correct("Bob", "Bob") and tasks.is_correct("It is Bob.", "Bob") and not tasks.is_correct("Ann", "Bob")
+
+
+def test_split_glued_sequences_give_the_second_sender_the_answer_last_character_first(qwen3):
+    from tflow.pretrain import training_sequence
+
+    ex = next(e for e in tasks.examples("kb", "train", None) if e.answer.isdigit() and e.answer[0] != e.answer[1])
+    tok, seen = qwen3.tokenizer, set()
+    for seed in range(20):
+        ids, prompt_len = training_sequence(qwen3, ex, random.Random(seed), (["split_glued"], [1.0]))
+        seen.add(tok.decode(ids[prompt_len:-1]))
+        assert tok.decode(ids[:prompt_len]).endswith(ex.question)  # cut right after the question
+    assert seen == {ex.answer, ex.answer[::-1]}
