@@ -9,6 +9,11 @@ facts shown in its own context, and (arith only) the receiver answering alone. T
 receiver never sees a relay / split question without its facts, so Single cannot answer
 them: the facts must arrive through messages or through weights. Seeded; output is a
 standard `save_pretrained` directory plus `card.json` (data mix, seed, steps, time, loss).
+
+The kb specialist (`--task-mix kb:1.0 --knows kb`, another shape) learns every fact of the
+knowledge base, group B's too; its extra kinds (bare, glued, sender_glued, split_glued) put the
+answer right after the question so that the question's own states, which a generator reads,
+hold it (`scripts/build_embedded.sh`, step specialist).
 """
 from __future__ import annotations
 
