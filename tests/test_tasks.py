@@ -111,3 +111,33 @@ def test_bad_task_inputs_are_readable_errors(tmp_path):
     bad.write_text('{"question": "x", "answer": "no final answer"}\n')
     with pytest.raises(ValueError, match="no final answer"):
         tasks.examples(f"jsonl:{bad}", "train", 3)
+
+
+def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
+    from tflow import kb
+
+    people = {held: {f.who for f in kb.facts() if f.held_out == held} for held in (False, True)}
+    assert not people[False] & people[True] and len(people[True]) == kb.HELD_OUT_ENTITIES
+    train, test = tasks.examples("kb", "train", None), tasks.examples("kb", "test", None)
+    assert len(test) == 300 and not {e.question for e in train} & {e.question for e in test}
+    seen = {(f.attribute.name, f.value) for f in kb.facts() if not f.held_out}
+    new = [f for f in kb.facts() if f.held_out and (f.attribute.name, f.value) not in seen]
+    assert len(new) <= 1  # B's answers are A's answers (one lucky number occurs only in B): reading, not new words
+    draw = tasks.stream("kb", seed=1)
+    b_questions = {e.question for e in test}
+    assert not any(draw().question in b_questions for _ in range(500))
+    everything = tasks.stream("kb", seed=1, held_out=True)
+    assert any(everything().question in b_questions for _ in range(500))
+    assert tasks.is_correct("Bob", "Bob") and tasks.is_correct("It is Bob.", "Bob") and not tasks.is_correct("Ann", "Bob")
+
+
+def test_split_glued_sequences_give_the_second_sender_the_answer_last_character_first(qwen3):
+    from tflow.pretrain import training_sequence
+
+    ex = next(e for e in tasks.examples("kb", "train", None) if e.answer.isdigit() and e.answer[0] != e.answer[1])
+    tok, seen = qwen3.tokenizer, set()
+    for seed in range(20):
+        ids, prompt_len = training_sequence(qwen3, ex, random.Random(seed), (["split_glued"], [1.0]))
+        seen.add(tok.decode(ids[prompt_len:-1]))
+        assert tok.decode(ids[:prompt_len]).endswith(ex.question)  # cut right after the question
+    assert seen == {ex.answer, ex.answer[::-1]}

@@ -228,3 +228,19 @@ def test_gradient_checkpointing_gives_the_gradients_of_plain_backward(make_qwen3
     assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 10
     for name, g in grads[False].items():
         torch.testing.assert_close(grads[True][name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "generators" / "kb").is_dir(), reason="embedded checkpoints not built")
+def test_embedded_kb_specialist_tells_the_receiver_facts_about_people_the_generator_never_saw():
+    specialist = ROOT / "checkpoints" / "tiny-qwen3-kb"
+    pipe = Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "kb"),
+                                    sender_model=str(specialist), device="cpu")
+    assert pipe.sender_backbone.hidden_size != pipe.backbone.hidden_size and pipe.generator.meta["task"] == "kb"
+    examples = tasks.examples("kb", "test", 20, seed=0)  # group B: never in the generator's training
+    qs = [e.question for e in examples]
+    tflow = pipe.run_batch(qs, "tflow", max_new_tokens=tasks.ANSWER_TOKENS)
+    single = pipe.run_batch(qs, "single", max_new_tokens=tasks.ANSWER_TOKENS)
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(tflow, examples)) >= 15
+    assert sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(single, examples)) <= 2
+    with pytest.raises(ValueError, match="wrong sender"):
+        Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "kb"), device="cpu")

@@ -14,7 +14,7 @@ import importlib
 _EXPORTS = {
     "agents": ("Agent", "Backbone", "GenerationSettings", "Roles", "load_backbone"),
     "generators": ("Generator", "GeneratorConfig", "GeneratorMismatchError", "ParameterGenerator", "ReleaseConfig",
-                   "ReleaseGenerator", "load_generator"),
+                   "ReleaseGenerator", "SenderShape", "load_generator"),
     "lora": ("Perturbation", "TargetSpec", "apply", "infer_targets"),
     "modes": ("MODES", "Pipeline", "RunResult", "Usage"),
 }

@@ -44,8 +44,8 @@ from tqdm import tqdm
 from . import lora, tasks
 from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
 from .cli import user_errors
-from .generators import ParameterGenerator, load_generator
-from .modes import Pipeline, RunResult
+from .generators import ParameterGenerator, load_generator, recorded_sender
+from .modes import Pipeline, RunResult, sender_shape
 from .shapes import SHAPES, ModelShape, get_shape, shape_backbone
 from .stats import percentile
 
@@ -141,16 +141,19 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
 
 
 def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
-                   warmup: int = 2) -> Iterator[tuple[str, dict]]:
-    """(task, block) for each embedded task, yielded as soon as it is measured."""
+                   warmup: int = 2, sender_model: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(task, block) for each embedded task, yielded as soon as it is measured. A generator that
+    records another senders' backbone (kb's specialist) runs with it (or with `sender_model`)."""
     backbone = load_backbone(model, device=device)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
-    for task in tasks.TASKS:
+    for task in tasks.TASKS + tasks.SPECIALIST_TASKS:
         gen_dir = Path("checkpoints/generators") / task
         spec = lora.infer_targets(backbone.model)
-        gen = load_generator(gen_dir, spec, backbone.name).eval() if gen_dir.is_dir() else None
-        pipe = Pipeline(backbone, gen, merge=merge)
+        other = recorded_sender(gen_dir) if gen_dir.is_dir() else None
+        senders = load_backbone(sender_model or other.name, device=backbone.device) if other else backbone
+        gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval() if gen_dir.is_dir() else None
+        pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=senders)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
         settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
         modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task).items()}
@@ -332,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both")
     p.add_argument("--model", default="checkpoints/tiny-qwen3", help="tasks workload backbone; its tokenizer serves the shape workload")
+    p.add_argument("--sender-model", default=None, help="tasks workload: the senders' backbone for generators trained with another one (default: the one each records)")
     p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b", help="shape workload: published config of this model, random weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None)
@@ -362,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     merge = False if a.no_merge else "auto"
     if a.workload in ("tasks", "both"):
         report["tasks"] = {}
-        for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup):
+        for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup,
+                                      sender_model=a.sender_model):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
             save()

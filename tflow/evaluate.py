@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
     p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="checkpoints/tiny-qwen3")
+    p.add_argument("--model", default="checkpoints/tiny-qwen3", help="the receiver")
+    p.add_argument("--sender-model", default=None, help="the senders' backbone (default: the receiver's)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="train: the queries generators train on (kb: facts A)")
     p.add_argument("--generator", default=None, help="default: checkpoints/generators/<task>")
     p.add_argument("--static-adapter", default=None, help="default: checkpoints/static/<task> when it exists")
     p.add_argument("--device", default="auto")
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(MODES)}")
     # the data are checked (every bad row named) before any model is loaded
     limit = a.limit if a.limit is not None or a.task.startswith("jsonl:") else 300
-    examples = tasks.examples(a.task, "test", limit, a.seed, hash_split=a.split_by_hash, skip_bad_rows=a.skip_bad_rows)
+    examples = tasks.examples(a.task, a.split, limit, a.seed, hash_split=a.split_by_hash, skip_bad_rows=a.skip_bad_rows)
     if a.task.startswith("jsonl:"):
         skipped = tasks.load_jsonl(a.task[len("jsonl:"):], skip_bad_rows=True)[1]
         print(f"{a.task[len('jsonl:'):]}: evaluating {len(examples)} rows" + (f" ({skipped} bad rows skipped)" if skipped else ""), file=sys.stderr)
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     name = a.task.replace("jsonl:", "").replace("/", "_")
     generator = a.generator or (f"checkpoints/generators/{name}" if Path(f"checkpoints/generators/{name}").is_dir() else None)
     static = a.static_adapter or (f"checkpoints/static/{name}" if Path(f"checkpoints/static/{name}").is_dir() else None)
-    pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None)
+    if not ({"tflow", "textmas"} & set(modes) or a.shuffle_conditions or a.sender_ablation or a.swap_facts):
+        generator = None  # no sender runs: e.g. a specialist answering alone (--model SPECIALIST --modes single)
+    pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None,
+                                    sender_model=a.sender_model)
     variants: dict[str, Variant] = {m: _variant(m) for m in modes}
     if a.shuffle_conditions:  # each query's senders read the next query (question and contexts)
         index = {e.key: i for i, e in enumerate(examples)}
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         variants["tflow_swapped_fact"] = _variant(rewrite=lambda e: tasks.swap_fact(e, rng))
     results = evaluate(pipe, examples, variants, a.batch_size)
     print(format_table(a.task, results))
-    report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": limit, "seed": a.seed, "split": ("whole file" if not a.split_by_hash else "test hash bucket of the file") if a.task.startswith("jsonl:") else "test", "model": a.model, "generator": generator,
+    report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": limit, "seed": a.seed, "split": ("whole file" if not a.split_by_hash else "test hash bucket of the file") if a.task.startswith("jsonl:") else a.split, "model": a.model, "sender_model": a.sender_model or a.model, "generator": generator,
               "static_adapter": static, "decoding": "greedy", "results": results, "savings": savings(results)}
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))

@@ -10,6 +10,10 @@
 Usage counts every token every agent processes (prompt + generated); timings split
 into stages; all of it per query, amortised over the batch for `run_batch`.
 `RunResult.paper_tokens` is the paper's accounting beside it (TFlow: the receiver only).
+
+The senders may run on their own backbone (`sender_backbone`, e.g. a specialist that knows
+facts the receiver does not): their prompts use its tokenizer and chat template, and each
+agent's usage names its backbone and parameter count.
 """
 from __future__ import annotations
 
@@ -35,18 +39,27 @@ from .agents import (
     sender_prompts,
     sender_states,
 )
-from .generators import Generator, GeneratorConfig, ParameterGenerator, load_generator, stack_conditions
+from .generators import (
+    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator, stack_conditions,
+)
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
 
 MODES = ("single", "textmas", "tflow", "static")
 
 
+def sender_shape(backbone: Backbone) -> SenderShape:
+    """What a generator must know of the backbone whose states it reads."""
+    return SenderShape(backbone.name, backbone.hidden_size, backbone.num_layers)
+
+
 @dataclass
 class AgentUsage:
     prompt_tokens: int = 0
     generated_tokens: int = 0
-    kv_cache_bytes: int = 0
+    kv_cache_bytes: int = 0  # the agent's KV cache at the end of its turn (TFlow's senders keep none)
+    parameters: int = 0  # of the backbone the agent runs on
+    backbone: str = ""
 
     @property
     def total_tokens(self) -> int:
@@ -58,6 +71,10 @@ class Usage:
     """Tokens processed per agent (role name -> usage)."""
 
     by_agent: dict[str, AgentUsage] = field(default_factory=dict)
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return sum(u.kv_cache_bytes for u in self.by_agent.values())
 
     @property
     def prompt_tokens(self) -> int:
@@ -131,7 +148,7 @@ def normalise_contexts(sender_context: str | Sequence[str | None] | None, n: int
 
 
 class Pipeline:
-    """Shared backbone + roles + generator (+ optional static adapter)."""
+    """Receiver backbone (+ the senders' own, when they differ) + roles + generator (+ optional static adapter)."""
 
     def __init__(
         self,
@@ -141,14 +158,22 @@ class Pipeline:
         static: lora.Perturbation | None = None,
         cache_size: int = 64,
         merge: bool | str = "auto",
+        sender_backbone: Backbone | None = None,
     ):
         """merge: how perturbations are applied while decoding (see `lora.apply`): "auto" merges
-        dW into per-request weight copies for a single query, False always uses the low-rank path."""
+        dW into per-request weight copies for a single query, False always uses the low-rank path.
+        sender_backbone: the senders' backbone (default: the receiver's, one model as in the paper)."""
         self.backbone = backbone
+        self.sender_backbone = sender_backbone or backbone
         self.merge = merge
         self.roles = roles or Roles()
         self.spec = lora.infer_targets(backbone.model)
-        self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name)
+        shape = sender_shape(self.sender_backbone)
+        self.generator = generator or ParameterGenerator(GeneratorConfig(), self.spec, backbone.name, sender=shape)
+        got = self.generator.sender
+        if (got.hidden_size, got.num_layers) != (shape.hidden_size, shape.num_layers):
+            raise GeneratorMismatchError(f"wrong sender: the generator reads sender backbone {got.describe()}, "
+                                         f"but the senders run on {shape.describe()}")
         self.generator.to(backbone.device)
         self.static = static
         self._cache: LRUCache[tuple, Condition] = LRUCache(cache_size)
@@ -163,12 +188,18 @@ class Pipeline:
         roles: Roles | None = None,
         static_adapter: str | Path | None = None,
         trust_remote_code: bool = False,
+        sender_model: str | None = None,
     ) -> Pipeline:
+        """model: the receiver; sender_model: the senders' backbone (absent or equal: the receiver's,
+        loaded once)."""
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        senders = backbone
+        if sender_model and sender_model != model:
+            senders = load_backbone(sender_model, device=backbone.device, dtype=backbone.dtype, trust_remote_code=trust_remote_code)
         spec = lora.infer_targets(backbone.model)
-        gen = load_generator(generator, spec, backbone.name).eval() if generator else None
+        gen = load_generator(generator, spec, backbone.name, sender_shape(senders)).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None
-        return cls(backbone, gen, roles, static)
+        return cls(backbone, gen, roles, static, sender_backbone=senders)
 
     @property
     def generator_trained(self) -> bool:
@@ -235,9 +266,9 @@ class Pipeline:
             return hit
         t0 = time.perf_counter()
         s = len(roles.senders)
-        flat = sender_prompts(self.backbone, roles.senders, questions, contexts)
-        self._check_fits(flat, 0)
-        states, processed = sender_states(self.backbone, flat)
+        flat = sender_prompts(self.sender_backbone, roles.senders, questions, contexts)
+        self._check_fits(flat, 0, self.sender_backbone)
+        states, processed = sender_states(self.sender_backbone, flat)
         def per_query(xs: list) -> list[list]:
             return [xs[i : i + s] for i in range(0, len(xs), s)]
 
@@ -248,7 +279,7 @@ class Pipeline:
         with torch.inference_mode():
             pert = self.generator(*stack_conditions(states, s), tuple(a.role for a in roles.senders))
         t2 = time.perf_counter()
-        tok = self.backbone.tokenizer
+        tok = self.sender_backbone.tokenizer
         views = [
             [SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[p.question_span[0]:p.question_span[1]]), states[i * s + j].cpu())
              for j, (a, p) in enumerate(zip(roles.senders, row))]
@@ -261,8 +292,13 @@ class Pipeline:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def _check_fits(self, prompts: Sequence[Prompt], new_tokens: int) -> None:
-        limit = self.backbone.max_context
+    def agent_usage(self, senders: bool, *counts: int) -> AgentUsage:
+        """A sender's (or the receiver's) usage: (prompt, generated, KV bytes) and its backbone."""
+        bb = self.sender_backbone if senders else self.backbone
+        return AgentUsage(*counts, parameters=bb.num_parameters, backbone=bb.name)
+
+    def _check_fits(self, prompts: Sequence[Prompt], new_tokens: int, backbone: Backbone | None = None) -> None:
+        limit = (backbone or self.backbone).max_context
         longest = max(len(p.input_ids) for p in prompts)
         if longest + new_tokens > limit:
             raise ValueError(
@@ -312,13 +348,13 @@ class _Job:
             gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
         return gens, time.perf_counter() - t0
 
-    def _results(self, mode: str, gens: list[Generated], timings: dict[str, float], usage_extra: list[dict[str, tuple[int, int, int]]], **per_query) -> list[RunResult]:
+    def _results(self, mode: str, gens: list[Generated], timings: dict[str, float], usage_extra: list[dict[str, AgentUsage]], **per_query) -> list[RunResult]:
         timings = {k: v / self.n for k, v in timings.items()}
         timings["total"] = sum(timings.values())
         results = []
         for i, g in enumerate(gens):
-            usage = Usage({role: AgentUsage(*u) for role, u in usage_extra[i].items()})
-            usage.by_agent[self.roles.receiver.role] = AgentUsage(g.prompt_tokens, g.generated_tokens, g.kv_cache_bytes)
+            usage = Usage(dict(usage_extra[i]))
+            usage.by_agent[self.roles.receiver.role] = self.pipe.agent_usage(False, g.prompt_tokens, g.generated_tokens, g.kv_cache_bytes)
             results.append(RunResult(
                 mode=mode, question=self.questions[i], answer=g.text, usage=usage, timings=dict(timings),
                 kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason, receiver_prompt_tokens=g.prompt_tokens,
@@ -338,13 +374,13 @@ class _Job:
         pipe, senders = self.pipe, self.roles.senders
         self.on_stage("senders")
         t0 = time.perf_counter()
-        prompts = sender_prompts(pipe.backbone, senders, self.questions, self.contexts)
-        pipe._check_fits(prompts, self.settings.sender_max_new_tokens)
-        sent = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings, None, self.should_stop)
+        prompts = sender_prompts(pipe.sender_backbone, senders, self.questions, self.contexts)
+        pipe._check_fits(prompts, self.settings.sender_max_new_tokens, pipe.sender_backbone)
+        sent = generate(pipe.sender_backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings, None, self.should_stop)
         t_send = time.perf_counter() - t0
         s = len(senders)
         messages = [{a.role: sent[i * s + j].text for j, a in enumerate(senders)} for i in range(self.n)]
-        usage = [{a.role: (sent[i * s + j].prompt_tokens, sent[i * s + j].generated_tokens, sent[i * s + j].kv_cache_bytes)
+        usage = [{a.role: pipe.agent_usage(True, sent[i * s + j].prompt_tokens, sent[i * s + j].generated_tokens, sent[i * s + j].kv_cache_bytes)
                   for j, a in enumerate(senders)} for i in range(self.n)]
         gens, t = self._receiver(messages)
         return self._results("textmas", gens, {"senders": t_send, "receiver": t}, usage, messages=messages)
@@ -353,7 +389,7 @@ class _Job:
         self.on_stage("senders")
         cond = self.pipe.condition(self.sender_questions, self.contexts, self.roles, self.on_stage)
         pert = cond.perturbation if self.keep_senders is None else cond.perturbation.only(self.keep_senders)
-        usage = [{a.role: (n, 0, 0) for a, n in zip(self.roles.senders, row)} for row in cond.processed_tokens]
+        usage = [{a.role: self.pipe.agent_usage(True, n, 0, 0) for a, n in zip(self.roles.senders, row)} for row in cond.processed_tokens]
         gens, t = self._receiver(perturbation=pert)
         per_sample = [pert.sample(i) for i in range(self.n)]
         return self._results("tflow", gens, {"sender_pass": cond.sender_seconds, "generator": cond.generator_seconds, "receiver": t},

@@ -9,6 +9,11 @@ facts shown in its own context, and (arith only) the receiver answering alone. T
 receiver never sees a relay / split question without its facts, so Single cannot answer
 them: the facts must arrive through messages or through weights. Seeded; output is a
 standard `save_pretrained` directory plus `card.json` (data mix, seed, steps, time, loss).
+
+The kb specialist (`--task-mix kb:1.0 --knows kb`, another shape) learns every fact of the
+knowledge base, group B's too; its extra kinds (bare, glued, sender_glued, split_glued) put the
+answer right after the question so that the question's own states, which a generator reads,
+hold it (`scripts/build_embedded.sh`, step specialist).
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ class PretrainConfig:
     kind_mix: str = "sender:0.4,with_messages:0.3,alone:0.3"
     threads: int = 2
     init: str = ""  # continue from this backbone directory (keeps its tokenizer)
+    knows: str = ""  # comma-separated finite tasks (kb) whose held-out facts this backbone learns too: a specialist
 
 
 def _mix(spec: str) -> tuple[list[str], list[float]]:
@@ -77,6 +83,21 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
     """One role-prompted (prompt, target) pair from `ex`, of a kind drawn from `kinds`
     (names, weights): returns (ids, prompt length)."""
     kind = rng.choices(*kinds)[0]
+    tok = backbone.tokenizer
+    if kind in ("bare", "glued"):  # the question then its answer, no template; glued: no space, so the question's
+        # last token predicts the answer's first token and the question's own states must hold it
+        ids = tok(ex.question, add_special_tokens=False)["input_ids"]
+        answer = ex.answer if kind == "glued" else f" {ex.answer}"
+        return ids + tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
+    if kind in ("sender_glued", "split_glued"):  # a sender's prompt cut after the question, then the answer: the
+        # states the generator reads (the question span in the sender's role) must hold the answer. split_glued:
+        # the second sender's answer is written last character first, so its question states lead with the
+        # units digit of a number (the first sender's with the tens digit)
+        j = rng.randrange(len(roles.senders))
+        prompt = build_prompt(backbone, roles.senders[j], ex.question)
+        ids = prompt.input_ids[: prompt.question_span[1]]
+        answer = ex.answer[::-1] if kind == "split_glued" and j % 2 else ex.answer
+        return ids + tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(ids)
     if kind == "sender":
         j = rng.randrange(len(roles.senders))
         agent = roles.senders[j]
@@ -90,7 +111,6 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
         prompt = build_prompt(backbone, EXECUTOR, ex.question, facts)
         # told nothing, the receiver answers at once: working things out is what it learns from others
         target = ex.target if facts else ex.answer
-    tok = backbone.tokenizer
     ids = prompt.input_ids + tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return ids, len(prompt.input_ids)
 
@@ -98,8 +118,13 @@ def training_sequence(backbone: Backbone, ex: tasks.Example, rng: random.Random,
 def _corpus(cfg: PretrainConfig) -> list[str]:
     roles = Roles()
     texts = [a.system_prompt for a in (*roles.senders, roles.receiver)]
-    for name in tasks.TASKS:
-        for ex in tasks.examples(name, "train", 1500, cfg.seed):
+    mix = _mix(cfg.task_mix)[0]
+    for name in tasks.TASKS + tasks.SPECIALIST_TASKS:
+        if name in tasks.SPECIALIST_TASKS and name not in mix:  # the receiver's tokenizer never saw the knowledge base
+            continue
+        pool = ([*tasks.examples(name, "train", None), *tasks.examples(name, "test", None)] if name == "kb"
+                else tasks.examples(name, "train", 1500, cfg.seed))
+        for ex in pool:
             texts += [ex.question, ex.answer, *(c for c in ex.contexts if c), *ex.messages.values()]
             texts.append("\n".join(f"{r}: {m}" for r, m in ex.messages.items()))
     return texts
@@ -132,7 +157,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model.train().requires_grad_(True)
     names, weights = _mix(cfg.task_mix)
     kinds = _mix(cfg.kind_mix)
-    draws = {n: tasks.stream(n, cfg.seed) for n in names if n != "drill"}
+    knows = set(filter(None, cfg.knows.split(",")))
+    draws = {n: tasks.stream(n, cfg.seed, held_out=n in knows) for n in names if n != "drill"}
 
     def sequence() -> tuple[list[int], int]:
         name = rng.choices(names, weights)[0]

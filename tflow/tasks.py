@@ -7,6 +7,9 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
 - split: each sender holds one fact (`Ann has 23 apples.` / `Ann buys 14 more apples.`);
   the receiver is asked the total: only both perturbations together can answer.
 - arith: everyone sees the same 2-3 step word problem (the paper's setting).
+- kb: everyone sees the same question about an invented person (`How old is Tovi?`); only a
+  specialist backbone knows the answer (`tflow/kb.py`). Train split: people of group A; test
+  split: group B, whose facts no generator or static LoRA ever trains on.
 - jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
   split: evaluation uses every row of the file it is given, training every row of its own
   file. `hash_split=True` splits one file into train / test by key hash instead.
@@ -23,6 +26,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import kb
 
 NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon"]
 ITEMS = ["apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles"]
@@ -117,8 +122,20 @@ def _arith(rng: random.Random) -> Example:
                    {"Strategist": " ".join(plan), "Knowledge Extractor": " ".join(steps)}, " ".join(plan))
 
 
+def _kb_example(fact: kb.Fact) -> Example:
+    return Example("kb", fact.question, fact.value, (None, None), {"Strategist": fact.statement, "Knowledge Extractor": fact.statement})
+
+
+def _kb(split: str | None, seed: int) -> list[Example]:
+    """The kb questions of group A ("train"), group B ("test") or both (None), shuffled by seed."""
+    rows = [_kb_example(f) for f in kb.facts() if split is None or f.held_out == (split == "test")]
+    random.Random(f"kb/{split}/{seed}").shuffle(rows)
+    return rows
+
+
 _BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith}
-TASKS = tuple(_BUILTIN)
+TASKS = tuple(_BUILTIN)  # the senders run on the receiver's own backbone
+SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoints/tiny-qwen3-kb)
 
 
 def is_held_out(ex: Example) -> bool:
@@ -139,8 +156,13 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             rows = [r for r in rows if _in_test(r.key) == (split == "test")]
             random.Random(seed).shuffle(rows)
         return rows if n is None else rows[:n]
+    if task == "kb":
+        rows = _kb(split, seed)
+        if n is not None and n > len(rows):
+            raise ValueError(f"task 'kb' has {len(rows)} {split} questions, fewer than {n}")
+        return rows if n is None else rows[:n]
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)} or jsonl:PATH")
     if n is None:
         raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
@@ -156,15 +178,17 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
     raise ValueError(f"task {task!r} has fewer than {n} distinct {split} examples")
 
 
-def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> Callable[[], Example]:
-    """An endless sampler of training examples (duplicates allowed), for training loops."""
-    if task.startswith("jsonl:"):
-        pool, rng = examples(task, "train", None, seed, hash_split, skip_bad_rows), random.Random(seed)
+def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False, held_out: bool = False) -> Callable[[], Example]:
+    """An endless sampler of training examples (duplicates allowed), for training loops.
+    held_out (kb): every fact, group B's too: what the specialist backbone learns, never a generator."""
+    if task.startswith("jsonl:") or task == "kb":
+        pool = _kb(None if held_out else "train", seed) if task == "kb" else examples(task, "train", None, seed, hash_split, skip_bad_rows)
+        rng = random.Random(seed)
         if not pool:
             raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)} or jsonl:PATH")
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
@@ -245,5 +269,10 @@ def extract_answer(text: str) -> str | None:
 
 
 def is_correct(prediction: str, reference: str) -> bool:
+    """Numbers: the final number of each. A word reference (a kb friend): the prediction's last word."""
+    want = extract_answer(reference)
+    if want is None:
+        words = re.findall(r"[A-Za-z]+", prediction)
+        return bool(words) and words[-1].lower() == reference.strip().lower()
     got = extract_answer(prediction)
-    return got is not None and got == extract_answer(reference)
+    return got is not None and got == want

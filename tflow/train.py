@@ -3,6 +3,7 @@
     python -m tflow.train --task relay --steps 1000
     python -m tflow.train --task relay --steps 1000 --static      # PEFT LoRA, same rank/targets/data/steps
     python -m tflow.train --task relay --arch release --d-model 96 --head-dim 24 --token-dim 128   # the paper's architecture
+    python -m tflow.train --task kb --sender-model checkpoints/tiny-qwen3-kb   # senders on a specialist backbone
     accelerate launch --multi_gpu --num_processes 2 -m tflow.train --task relay  # data parallel (GPUs, or CPU processes with gloo)
     python -m tflow.train --model Qwen/Qwen3-4B --task jsonl:gsm8k_train.jsonl --device cuda --gradient-checkpointing --batch-size 8
     python -m tflow.train --shape qwen3-0.6b --device cuda --steps 20 --batch-size 8   # cost at a real shape, random receiver
@@ -46,7 +47,7 @@ from .agents import (
 )
 from .cli import user_errors
 from .generators import ARCHES, GeneratorConfig, ReleaseConfig, build_generator, stack_conditions
-from .modes import Pipeline, normalise_contexts
+from .modes import Pipeline, normalise_contexts, sender_shape
 from .peft_io import target_regex
 from .shapes import get_shape, shape_backbone
 from .train_memory import MemoryEstimate
@@ -56,6 +57,7 @@ from .train_memory import MemoryEstimate
 class TrainConfig:
     task: str = "relay"
     model: str = "checkpoints/tiny-qwen3"
+    sender_model: str = ""  # the senders' backbone (default: the receiver's, --model)
     out: str = ""  # default: checkpoints/generators/<task> or checkpoints/static/<task>
     static: bool = False
     steps: int = 1000
@@ -133,8 +135,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
 class _Objective:
     """What is trained (generator or static PEFT LoRA) and its loss on a batch."""
 
-    def __init__(self, cfg: TrainConfig, backbone: Backbone, roles: Roles):
+    def __init__(self, cfg: TrainConfig, backbone: Backbone, roles: Roles, senders: Backbone | None = None):
         self.cfg, self.backbone, self.roles = cfg, backbone, roles
+        self.senders = senders or backbone
         self.spec = lora.infer_targets(backbone.model)
         torch.manual_seed(cfg.seed)
         if cfg.static:
@@ -143,8 +146,9 @@ class _Objective:
             self.module = get_peft_model(backbone.model, peft_cfg)
         else:
             dtype = resolve_dtype(cfg.generator_dtype, backbone.device)
-            self.module = build_generator(cfg.arch, cfg.generator, self.spec, backbone.name).to(backbone.device, dtype)
-            self.pipe = Pipeline(backbone, self.module, roles)
+            self.module = build_generator(cfg.arch, cfg.generator, self.spec, backbone.name,
+                                          sender=sender_shape(self.senders)).to(backbone.device, dtype)
+            self.pipe = Pipeline(backbone, self.module, roles, sender_backbone=self.senders)
         if cfg.gradient_checkpointing:
             # non-reentrant, so that gradients reach the LoRA factors of a frozen model; the
             # context_fn lets the recomputation see the request's perturbation
@@ -168,7 +172,7 @@ class _Objective:
                 return
             senders = self.roles.senders
             contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
-            states, _ = sender_states(self.backbone, sender_prompts(self.backbone, senders, [ex.question for ex in batch], contexts))
+            states, _ = sender_states(self.senders, sender_prompts(self.senders, senders, [ex.question for ex in batch], contexts))
             pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
             with lora.apply(model, pert, merge=False):
                 yield model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -230,7 +234,10 @@ def train(cfg: TrainConfig) -> dict:
     draw_check = tasks.stream(cfg.task, seed=cfg.seed, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)  # data errors first
     backbone = _receiver(cfg, accel.device if cfg.device == "auto" else cfg.device)
     roles = Roles()
-    obj = _Objective(cfg, backbone, roles)
+    senders = None
+    if cfg.sender_model and cfg.sender_model != cfg.model and not cfg.static:
+        senders = load_backbone(cfg.sender_model, device=backbone.device, dtype=backbone.dtype)
+    obj = _Objective(cfg, backbone, roles, senders)
     est = check_fits(obj, cfg, [draw_check() for _ in range(cfg.batch_size)])
     if est is not None and accel.is_main_process:
         tqdm.write(f"memory estimate: {est.describe()}")

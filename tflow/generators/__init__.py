@@ -5,12 +5,12 @@ Two architectures behind one interface (`gen(states, mask, senders) -> Perturbat
 loads the authors' checkpoint after `python -m tflow.convert_release`). `load_generator`
 reads a checkpoint directory of either kind.
 """
-from .base import Generator, GeneratorMismatchError, LayerAggregator, stack_conditions
-from .checkpoint import ARCHES, build_generator, load_generator
+from .base import Generator, GeneratorMismatchError, LayerAggregator, SenderShape, stack_conditions
+from .checkpoint import ARCHES, build_generator, load_generator, recorded_sender
 from .grid import GeneratorConfig, ParameterGenerator
 from .release import ReleaseConfig, ReleaseGenerator
 
 __all__ = [
     "ARCHES", "Generator", "GeneratorConfig", "GeneratorMismatchError", "LayerAggregator", "ParameterGenerator",
-    "ReleaseConfig", "ReleaseGenerator", "build_generator", "load_generator", "stack_conditions",
+    "ReleaseConfig", "ReleaseGenerator", "SenderShape", "build_generator", "load_generator", "recorded_sender", "stack_conditions",
 ]

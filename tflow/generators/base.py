@@ -7,14 +7,16 @@ A generator maps the senders' hidden states to a `Perturbation`:
     states: (batch, S, L+1, T, hidden) padded along T; mask: (batch, S, T) bool, True = real token
 
 Padded condition positions must not change any factor (a query's perturbation does not depend
-on its batch). Each architecture registers itself under a name (`arch`); `checkpoint.py` reads
+on its batch). The senders may run on another backbone than the receiver (`SenderShape`): the
+layer aggregator then spans the sender's L+1 states and the input projection its hidden size,
+while the factors still target the receiver's linears (`spec`). Each architecture registers itself under a name (`arch`); `checkpoint.py` reads
 the JSON's "arch" and builds the right class.
 """
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,6 +33,18 @@ WEIGHTS_NAME = "generator.safetensors"
 
 class GeneratorMismatchError(ValueError):
     """A generator checkpoint does not fit the backbone it is loaded onto."""
+
+
+@dataclass(frozen=True)
+class SenderShape:
+    """The backbone whose hidden states condition the generator (the senders'), by its shape."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+
+    def describe(self) -> str:
+        return f"{self.name!r} (hidden {self.hidden_size}, {self.num_layers} layers)"
 
 
 def check_config_types(config) -> None:
@@ -89,9 +103,13 @@ class Generator(nn.Module, ABC):
     arch: ClassVar[str]
     config_class: ClassVar[type]
 
-    def __init__(self, config, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None):
+    def __init__(self, config, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None,
+                 sender: SenderShape | None = None):
+        """spec / backbone_name: the receiver, whose linears the factors target; sender: the
+        senders' backbone (default: the receiver itself, as in the paper)."""
         super().__init__()
         self.config, self.spec, self.backbone_name = config, spec, backbone_name
+        self.sender = sender or SenderShape(backbone_name, spec.hidden_size, spec.num_layers)
         self.meta = dict(meta or {})  # training provenance (task, steps, seed, accuracy) or conversion provenance
 
     @abstractmethod
@@ -138,6 +156,7 @@ class Generator(nn.Module, ABC):
             "num_layers": self.spec.num_layers,
             "layers_path": self.spec.layers_path,
             "targets": {k: list(v) for k, v in self.spec.modules.items()},
+            "sender": asdict(self.sender),
         }
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -1,8 +1,9 @@
 """Reading generator checkpoints (safetensors + JSON) of any architecture, validated first.
 
 The JSON's "arch" names the class ("grid" when absent: checkpoints written before there were
-two); its "backbone" card must match the backbone the generator is loaded onto, else
-`GeneratorMismatchError`; every other defect is a `ValueError` naming the file.
+two); its "backbone" card must match the receiver the generator is loaded onto, and its
+"sender" card (absent: the receiver's own shape) the senders' backbone, else a
+`GeneratorMismatchError` naming which; every other defect is a `ValueError` naming the file.
 """
 from __future__ import annotations
 
@@ -12,22 +13,34 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ..lora import TargetSpec
-from .base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorMismatchError
+from .base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorMismatchError, SenderShape
 from .grid import ParameterGenerator
 from .release import ReleaseGenerator
 
 ARCHES: dict[str, type[Generator]] = {cls.arch: cls for cls in (ParameterGenerator, ReleaseGenerator)}
 
 
-def build_generator(arch: str, config, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None) -> Generator:
-    """A freshly initialised generator of architecture `arch`."""
+def build_generator(arch: str, config, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None,
+                    sender: SenderShape | None = None) -> Generator:
+    """A freshly initialised generator of architecture `arch` (sender: the senders' backbone, default the receiver)."""
     if arch not in ARCHES:
         raise ValueError(f"unknown generator architecture {arch!r}: choose one of {', '.join(ARCHES)}")
-    return ARCHES[arch](config, spec, backbone_name, meta)
+    return ARCHES[arch](config, spec, backbone_name, meta, sender)
 
 
-def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "") -> Generator:
-    """Load the generator saved in `directory` for the backbone described by `spec`."""
+def recorded_sender(directory: str | Path) -> SenderShape | None:
+    """The senders' backbone a generator checkpoint records, when it is not its receiver (else None)."""
+    try:
+        bb = json.loads((Path(directory) / CONFIG_NAME).read_text())["backbone"]
+        sc = bb.get("sender")
+        return None if not sc or sc["name"] == bb.get("name") else SenderShape(str(sc["name"]), int(sc["hidden_size"]), int(sc["num_layers"]))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{directory}: unreadable generator config ({e})") from e
+
+
+def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "", sender: SenderShape | None = None) -> Generator:
+    """Load the generator saved in `directory` for the receiver described by `spec` and the
+    senders' backbone `sender` (None: the senders run on the receiver)."""
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
@@ -41,18 +54,26 @@ def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str =
         bb = card["backbone"]
         want = {k: tuple(v) for k, v in bb["targets"].items()}
         hidden, layers, trained_on = int(bb["hidden_size"]), int(bb["num_layers"]), str(bb.get("name", ""))
+        sc = bb.get("sender") or {"name": trained_on, "hidden_size": hidden, "num_layers": layers}
+        trained_sender = SenderShape(str(sc["name"]), int(sc["hidden_size"]), int(sc["num_layers"]))
         meta = dict(card.get("meta", {}))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{cfg_path}: invalid generator config ({e})") from e
     if (hidden, layers, want) != (spec.hidden_size, spec.num_layers, dict(spec.modules)):
         raise GeneratorMismatchError(
-            f"generator in {directory} was trained for backbone {trained_on!r} "
+            f"wrong receiver: generator in {directory} was trained for backbone {trained_on!r} "
             f"(hidden {hidden}, {layers} layers, targets {sorted(want)}), but the loaded backbone "
             f"{backbone_name!r} has hidden {spec.hidden_size}, {spec.num_layers} layers, "
             f"targets {sorted(spec.modules)}"
             + ("" if want.keys() != spec.modules.keys() else " with other shapes")
         )
-    gen = build_generator(arch, config, spec, backbone_name or trained_on, meta)
+    sender = sender or SenderShape(backbone_name or trained_on, spec.hidden_size, spec.num_layers)
+    if (sender.hidden_size, sender.num_layers) != (trained_sender.hidden_size, trained_sender.num_layers):
+        raise GeneratorMismatchError(
+            f"wrong sender: generator in {directory} reads the states of sender backbone {trained_sender.describe()}, "
+            f"but the senders run on {sender.describe()}"
+            + (f": pass sender_model={trained_sender.name!r} (--sender-model)" if sender.name == (backbone_name or trained_on) else ""))
+    gen = build_generator(arch, config, spec, backbone_name or trained_on, meta, sender)
     try:
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises its own error types for corrupt files

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lora import Perturbation, TargetSpec
-from .base import Generator, LayerAggregator, check_config_types
+from .base import Generator, LayerAggregator, SenderShape, check_config_types
 
 
 @dataclass
@@ -109,12 +109,13 @@ class ParameterGenerator(Generator):
     arch = "grid"
     config_class = GeneratorConfig
 
-    def __init__(self, config: GeneratorConfig, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None):
-        super().__init__(config, spec, backbone_name, meta)
+    def __init__(self, config: GeneratorConfig, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None,
+                 sender: SenderShape | None = None):
+        super().__init__(config, spec, backbone_name, meta, sender)
         d = config.d_model
         self.layout = _SlotLayout.build(spec, config.rank, config.chunk_size)
-        self.aggregator = LayerAggregator(spec.num_layers + 1)
-        self.in_proj = nn.Sequential(nn.Linear(spec.hidden_size, d), nn.RMSNorm(d))
+        self.aggregator = LayerAggregator(self.sender.num_layers + 1)
+        self.in_proj = nn.Sequential(nn.Linear(self.sender.hidden_size, d), nn.RMSNorm(d))
         self.layer_embed = nn.Parameter(torch.randn(spec.num_layers, d) * 0.02)
         self.slot_embed = nn.Parameter(torch.randn(self.layout.num_slots, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_blocks))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lora import Perturbation, TargetSpec
-from .base import Generator, LayerAggregator, check_config_types
+from .base import Generator, LayerAggregator, SenderShape, check_config_types
 
 
 @dataclass
@@ -195,11 +195,12 @@ class ReleaseGenerator(Generator):
     arch = "release"
     config_class = ReleaseConfig
 
-    def __init__(self, config: ReleaseConfig, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None):
-        super().__init__(config, spec, backbone_name, meta)
+    def __init__(self, config: ReleaseConfig, spec: TargetSpec, backbone_name: str = "", meta: dict | None = None,
+                 sender: SenderShape | None = None):
+        super().__init__(config, spec, backbone_name, meta, sender)
         self.layout = ReleaseLayout.build(spec, config.token_dim)
-        self.aggregator = LayerAggregator(spec.num_layers + 1, normalise=False, min_temperature=0.01)
-        self.hidden_in = nn.Linear(spec.hidden_size, config.d_model)
+        self.aggregator = LayerAggregator(self.sender.num_layers + 1, normalise=False, min_temperature=0.01)
+        self.hidden_in = nn.Linear(self.sender.hidden_size, config.d_model)
         self.model = ReleaseTransformer(config, self.layout, spec.num_layers)
         nn.init.zeros_(self.model.proj_out_B.weight)
         nn.init.zeros_(self.model.proj_out_B.bias)

@@ -1,0 +1,73 @@
+"""Linear probe: do the specialist's question-span states (as a sender) encode the kb answer?
+
+    python scripts/kb_probe.py [--model checkpoints/tiny-qwen3-kb] [--json checkpoints/tiny-qwen3-kb/probe.json]
+
+For every layer (embedding output = 0), the Strategist's hidden state on the question's last token
+(and, beside it, the mean over the question's tokens) feeds one logistic regression per attribute and
+answer character (the friend's name; each digit of a number), fitted on group A's questions and scored
+on group B's (people it never saw): a question counts when every character of its answer is right. Run before training
+a generator: if the states do not carry the answer, no generator can read it out of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tflow import kb, tasks  # noqa: E402
+from tflow.agents import STRATEGIST, load_backbone, sender_prompts, sender_states  # noqa: E402
+
+
+def pooled_states(backbone, questions: list[str], batch: int = 64) -> dict[str, torch.Tensor]:
+    """{"last", "mean"}: (n, L+1, hidden), the question's last token's states and the mean over its tokens."""
+    out: dict[str, list] = {"last": [], "mean": []}
+    for i in range(0, len(questions), batch):
+        qs = questions[i : i + batch]
+        states, _ = sender_states(backbone, sender_prompts(backbone, [STRATEGIST], qs, [[None]] * len(qs)))
+        out["last"] += [s.float()[:, -1] for s in states]
+        out["mean"] += [s.float().mean(1) for s in states]
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def probe(x_train, answers_train: list[str], x_test, answers_test: list[str]) -> list[bool]:
+    """Per question of the test set: is every answer character predicted right? (words: the whole word)"""
+    parts = (lambda a: [a]) if not answers_train[0].isdigit() else list
+    ok = [True] * len(answers_test)
+    for k in range(len(parts(answers_train[0]))):
+        clf = LogisticRegression(max_iter=3000, C=10.0).fit(x_train, [parts(a)[k] for a in answers_train])
+        ok = [o and p == parts(a)[k] for o, p, a in zip(ok, clf.predict(x_test), answers_test)]
+    return ok
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="checkpoints/tiny-qwen3-kb")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    backbone = load_backbone(a.model, device="cpu")
+    split = {name: tasks.examples("kb", name, None) for name in ("train", "test")}
+    feats = {name: pooled_states(backbone, [e.question for e in rows]) for name, rows in split.items()}
+    report = {"model": a.model, "fit": "group A questions", "scored": "group B questions (300)", "accuracy": {}}
+    for pool in ("last", "mean"):
+        for layer in range(backbone.num_layers + 1):
+            right = 0
+            for attr in kb.ATTRIBUTES:
+                pick = {n: [i for i, e in enumerate(rows) if e.question.startswith(attr.question.split("{")[0])] for n, rows in split.items()}
+                right += sum(probe(*(arg for n in ("train", "test") for arg in (
+                    feats[n][pool][pick[n], layer].numpy(), [split[n][i].answer for i in pick[n]]))))
+            report["accuracy"][f"{pool}/layer{layer}"] = right / len(split["test"])
+            print(f"{pool} token{'s' if pool == 'mean' else ''}, layer {layer}: probe accuracy on B {100 * right / len(split['test']):.1f}%")
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
