@@ -278,3 +278,27 @@ def test_causal_section_on_a_relay_example_shows_the_probes_and_matches_the_api(
     seconds = {p: api[p]["seconds"] for p in ("ablation", "sweep", "token_kl", "senders")}
     assert max(seconds.values()) < 2.0, seconds
     assert_no_error_toast(page)
+
+
+def test_a_kb_example_runs_its_senders_on_the_specialist(session: Session, tmp_path: Path) -> None:
+    page = session.page
+    open_tab(page, "Ask")
+    examples = build_examples()
+    index = next(i for i, e in enumerate(examples) if e["task"] == "kb")
+    page.locator("#examples tbody tr").nth(index).click()
+    page.wait_for_function("q => document.querySelector('#question textarea').value === q", arg=examples[index]["question"])
+    header = page.locator("#studio-header").inner_text()
+    assert "receiver" in header and "tiny-qwen3-kb" in header and "hidden 160" in header, header
+    session.run()
+    page.get_by_text("Senders' messages").click()
+    page.wait_for_function("() => (document.querySelector('#textmas-messages')?.innerText || '').includes('tiny-qwen3-kb')")
+    messages = page.locator("#textmas-messages").inner_text()
+    assert messages.count("(tiny-qwen3-kb)") == 2, messages
+    shoot(page, tmp_path, "9-kb-compare")
+    assert page.locator("#answer-tflow textarea").input_value().strip()
+    open_tab(page, "Activations")
+    wait_for_figure(page, "hidden-plot", "(tiny-qwen3-kb, hidden 160)")
+    page.click("#queries-btn")
+    wait_for_figure(page, "queries-plot", "One point per query")
+    shoot(page, tmp_path, "10-kb-activations")
+    assert_no_error_toast(page)

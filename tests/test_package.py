@@ -111,3 +111,19 @@ def test_module_sizes_and_the_studios_import_direction():
     for path in (ROOT / "tflow").glob("*.py"):
         assert not any(d.startswith("tflow.studio") for d in _imports(path)), f"library module {path.name} imports the Studio"
         assert "gradio" not in path.read_text(), f"library module {path.name} mentions gradio"
+
+
+def test_the_embedded_backbone_brings_its_specialist_unless_told_otherwise():
+    assert Path(cli.parse_args([]).sender_model).name == "tiny-qwen3-kb"
+    assert cli.parse_args(["--sender-model", "none"]).sender_model is None
+    assert cli.parse_args(["--model", "some/other-model"]).sender_model is None
+    assert cli.parse_args(["--model", "a", "--sender-model", "b"]).sender_model == "b"
+
+
+def test_a_sender_model_that_cannot_load_is_one_line_and_exit_2():
+    out = subprocess.run([script("tflow-studio"), "--sender-model", "/no/such/specialist", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("TFlow Studio cannot start: ") and "/no/such/specialist" in last, out.stderr

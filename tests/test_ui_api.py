@@ -4,13 +4,15 @@ The app process is shared with the browser test (tests/studio_server.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
-from studio_server import studio
+from studio_server import ROOT, studio
 from tflow import tasks
-from tflow.studio.registry import ASSETS, build_examples
+from tflow.studio.registry import ASSETS, Studio, StudioConfig, build_examples
+from tflow.studio.render import header_html
 
 ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static", "/perturbation_source",
            "/perturbation_view", "/perturbation_layer", "/perturbation_module", "/across_queries",
@@ -20,7 +22,7 @@ ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static
 def test_examples_asset_is_generated_from_the_test_split() -> None:
     shipped = json.loads((ASSETS / "examples.json").read_text())
     assert shipped == build_examples()
-    assert {e["task"] for e in shipped} == set(tasks.TASKS)
+    assert {e["task"] for e in shipped} == {*tasks.TASKS, *tasks.SPECIALIST_TASKS}
     for e in shipped:
         test_split = tasks.examples(e["task"], "test", 4, seed=0)
         assert any(ex.question == e["question"] and ex.answer == e["answer"] for ex in test_split)
@@ -115,3 +117,38 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_model_clean(client: Cli
     assert after["weights_sha256"] == before["weights_sha256"] and not after["patched"]
     again = client.predict(question=ex["question"], contexts=ex["contexts"], modes=["tflow"], api_name="/ask")
     assert again["results"]["tflow"]["answer"] == reference["results"]["tflow"]["answer"]
+
+
+def kb_example() -> dict:
+    return next(e for e in build_examples() if e["task"] == "kb")
+
+
+def test_a_kb_question_runs_its_senders_on_the_specialist_backbone(client: Client) -> None:
+    health = client.predict(api_name="/health")
+    assert Path(health["sender_backbones"]["kb"]).name == "tiny-qwen3-kb"
+    assert Path(health["sender_backbones"]["relay"]) == Path(health["backbone"]), "same-backbone generators keep one model"
+    ex = kb_example()
+    out = client.predict(question=ex["question"], reference=ex["answer"], generator="kb", modes=["single", "textmas", "tflow"],
+                         api_name="/ask")
+    assert out["errors"] == {} and out["static"] == "kb"
+    for mode in ("textmas", "tflow"):
+        agents = out["results"][mode]["tokens_by_agent"]
+        senders = [a for role, a in agents.items() if role != "Executor"]
+        assert {Path(a["backbone"]).name for a in senders} == {"tiny-qwen3-kb"}, mode
+        assert Path(agents["Executor"]["backbone"]).name == "tiny-qwen3"
+        assert senders[0]["parameters"] != agents["Executor"]["parameters"], "per-agent parameters of two backbones"
+    # the specialist states the fact in its messages; the plain receiver does not know it
+    assert all(ex["answer"] in m for m in out["results"]["textmas"]["messages"].values())
+    assert not out["results"]["single"]["correct"]
+
+
+def test_without_the_specialist_its_generator_is_skipped_with_a_note_and_its_examples_hidden() -> None:
+    studio = Studio(StudioConfig(model=str(ROOT / "checkpoints" / "tiny-qwen3"), checkpoints=str(ROOT / "checkpoints"),
+                                 device="cpu"))
+    try:
+        assert "kb" not in studio.generators and "relay" in studio.generators
+        assert any("kb" in n and "--sender-model" in n for n in studio.notes), studio.notes
+        assert studio.examples and all(e["task"] in tasks.TASKS for e in studio.examples)
+        assert "the receiver, role-prompted" in header_html(studio, "relay")
+    finally:
+        studio.close()

@@ -353,8 +353,10 @@ def clean_token(token: str) -> str:
     return token.replace("Ġ", "␣").replace("Ċ", "⏎")
 
 
-def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_points: int = 4000) -> tuple[go.Figure, str]:
-    """UMAP (or PCA) of every sender's hidden states over the question tokens, every layer.
+def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_points: int = 4000,
+                         backbone: str = "") -> tuple[go.Figure, str]:
+    """UMAP (or PCA) of every sender's hidden states over the question tokens, every layer
+    (backbone: the senders' backbone, named in the title; any hidden size).
 
     Each state is RMS-normalised first (as the layer aggregator does), so layers compare by
     direction rather than by their very different scales. Returns (figure, note)."""
@@ -385,7 +387,8 @@ def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_poin
             customdata=[[meta[j][3], meta[j][1], meta[j][2]] for j in idx],
             hovertemplate=f"{role}<br>token “%{{customdata[0]}}” (position %{{customdata[2]}})<br>layer %{{customdata[1]}}<extra></extra>",
         )
-    fig = _layout(fig, "Senders' hidden states on the question tokens",
+    on = f" ({backbone}, hidden {states[0].hidden.shape[-1]})" if backbone else ""
+    fig = _layout(fig, f"Senders' hidden states on the question tokens{on}",
                   f"{emb.method} of the RMS-normalised states; colour = layer, symbol = sender; hover for the token",
                   f"{emb.method} 1", f"{emb.method} 2", height=HEIGHT + 120)
     note = emb.note + (f" (every {step}th state shown)" if step > 1 else "")

@@ -2,6 +2,7 @@
 
     tflow-studio                         # embedded tiny Qwen3 + its generators, http://127.0.0.1:7860
     tflow-studio --model Qwen/Qwen3-4B --generator DIR --device cuda --host 0.0.0.0 --port 8080
+    tflow-studio --model Qwen/Qwen3-0.6B --sender-model Qwen/Qwen3-4B --generator DIR   # senders on another backbone
     TFLOW_STUDIO_AUTH=user:secret tflow-studio --host 0.0.0.0     # a login (or --auth USER:PASSWORD)
 
 Offline by design: no share link, no analytics, no hub downloads (models must be on disk or
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tflow-studio", description="TFlow Studio: agents that talk through weights.")
     parser.add_argument("--model", default=str(ckpt / "tiny-qwen3"), help="backbone: local directory or hub name (default: the embedded tiny Qwen3)")
     parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
+    parser.add_argument("--sender-model", default=None,
+                        help="a sender backbone (a specialist) for the generators whose checkpoints record it; default with the "
+                             "embedded backbone: the embedded kb specialist; 'none' for no second backbone")
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
@@ -44,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
                              "which keeps the password out of the shell history)")
     args = parser.parse_args(argv)
+    specialist = ckpt / "tiny-qwen3-kb"
+    if args.sender_model is None and Path(args.model).resolve() == (ckpt / "tiny-qwen3").resolve() and specialist.is_dir():
+        args.sender_model = str(specialist)
+    elif args.sender_model == "none":
+        args.sender_model = None
     try:
         args.auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
     except ValueError as e:
@@ -76,12 +85,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"Listening on {args.host}; the page, the API and the downloads need the login of user {args.auth[0]!r}.",
                   file=sys.stderr)
-    cfg = StudioConfig(model=args.model, generator=args.generator, checkpoints=args.checkpoints, device=args.device,
+    cfg = StudioConfig(model=args.model, generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
                        dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
-    except ValueError as e:  # a model or device that cannot be loaded: say so, no traceback
-        raise SystemExit(f"TFlow Studio cannot start: {e}") from None
+    except ValueError as e:  # a model or device that cannot be loaded: a user error, one line, exit code 2
+        print(f"TFlow Studio cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

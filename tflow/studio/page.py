@@ -69,8 +69,10 @@ class Page:
             gr.HTML((ASSETS / "pipeline.svg").read_text(), elem_id="pipeline-diagram")
         rows = [[e["task"], e["question"], *[c or "—" for c in e["contexts"]], e["answer"]] for e in s.examples]
         self.examples = gr.Dataset(
-            label="Examples from the built-in tasks' test split (click one; it also picks that task's checkpoints)",
-            components=["textbox"] * len(rows[0]), samples=rows, type="index", elem_id="examples", samples_per_page=12,
+            label="Examples from the built-in tasks' test split (click one; it also picks that task's checkpoints)"
+                  + ("; kb: facts about invented people that only the specialist sender backbone knows, never seen by its generator"
+                     if any(e["task"] in tasks.SPECIALIST_TASKS for e in s.examples) else ""),
+            components=["textbox"] * len(rows[0]), samples=rows, type="index", elem_id="examples", samples_per_page=16,
             headers=["task", "question", *[f"{a.role} knows" for a in DEFAULT_ROLES.senders], "answer"],
         )
         with gr.Row(equal_height=False):
@@ -162,7 +164,7 @@ class Page:
         self.hidden_note = gr.Markdown("", elem_classes="caption")
         self.hidden_plot = gr.Plot(viz.placeholder("Run TFlow to see the senders' hidden states."), elem_id="hidden-plot", show_label=False)
         gr.Markdown(f"**Across queries:** the perturbation generated for each of {QUERIES_PER_TASK * len(tasks.TASKS)} test "
-                    "questions (every task), one point per query. Scattered points mean the generator writes a different "
+                    "questions (every task; a specialist's generator: as many of its kb questions), one point per query. Scattered points mean the generator writes a different "
                     "LoRA for every query (instance-dependent); one tight blob would mean a fixed task adapter.",
                     elem_classes="caption")
         with gr.Row():

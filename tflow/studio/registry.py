@@ -1,8 +1,10 @@
 """The Studio's shared state: the backbone, the checkpoints that fit it and the pipelines over them.
 
-One backbone is loaded once and shared by every pipeline (one per generator x static
-adapter, built lazily). Checkpoints are discovered under `<checkpoints>/generators/*` and
-`<checkpoints>/static/*`; ones that do not fit the backbone are skipped with a visible note.
+One backbone (the receiver) is loaded once and shared by every pipeline (one per generator x
+static adapter, built lazily); an optional sender backbone (a specialist, `sender_model`) is
+loaded once beside it. Checkpoints are discovered under `<checkpoints>/generators/*` and
+`<checkpoints>/static/*`; a generator runs its senders on the backbone its checkpoint records
+(the receiver, or the specialist); ones that fit neither are skipped with a visible note.
 Nothing here imports gradio.
 """
 from __future__ import annotations
@@ -21,11 +23,12 @@ import numpy as np
 import torch
 
 from .. import tasks, viz
-from ..agents import Roles, load_backbone
-from ..generators import Generator, GeneratorConfig, ParameterGenerator, load_generator
+from ..agents import Backbone, Roles, load_backbone
+from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, load_generator
+from ..generators.checkpoint import recorded_sender
 from ..lora import Perturbation, TargetSpec, infer_targets
 from ..lru import LRUCache
-from ..modes import Pipeline
+from ..modes import Pipeline, sender_shape
 from ..peft_io import load_peft_adapter
 
 log = logging.getLogger("tflow.studio")
@@ -41,7 +44,8 @@ class StudioConfig:
     """Where the backbone and checkpoints are and how the server behaves."""
 
     model: str
-    generator: str | None = None  # an extra generator directory, selected by default
+    generator: str | None = None
+    sender_model: str | None = None  # a specialist backbone for the generators whose checkpoints record it  # an extra generator directory, selected by default
     checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
     device: str = "auto"
     dtype: str | None = None  # the backbone's: bf16 on CUDA, fp16 on MPS, fp32 on CPU unless given
@@ -59,6 +63,7 @@ class Checkpoint:
     task: str | None
     meta: dict
     path: str | None
+    sender: Backbone | None = None  # the senders' own backbone (None: they run on the receiver)
 
     @property
     def trained(self) -> bool:
@@ -100,6 +105,10 @@ class Studio:
         self.cfg = cfg
         self.backbone = load_backbone(cfg.model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
+        self.sender_backbone = None
+        if cfg.sender_model and cfg.sender_model != cfg.model:
+            self.sender_backbone = load_backbone(cfg.sender_model, self.backbone.device, self.backbone.dtype,
+                                                 trust_remote_code=cfg.trust_remote_code)
         self.notes: list[str] = []
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
         self.generators = {NONE: Checkpoint(NONE, untrained, None, {}, None)}
@@ -110,7 +119,9 @@ class Studio:
         self.statics: dict[str, Checkpoint] = {}
         for path in _subdirs(root / "static"):
             self._add(self.statics, path, self._load_static)
-        self.examples = json.loads((ASSETS / "examples.json").read_text())
+        # the kb examples need the specialist's generator: shown only when one was loaded
+        self.examples = [e for e in json.loads((ASSETS / "examples.json").read_text())
+                         if e["task"] not in tasks.SPECIALIST_TASKS or self.generator_for(e["task"])]
         if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
             self.default_generator = next((k for k, c in self.generators.items() if c.path == str(Path(cfg.generator))), NONE)
         else:
@@ -137,8 +148,15 @@ class Studio:
         into[ck.key] = ck
 
     def _load_generator(self, path: Path) -> Checkpoint:
-        gen = load_generator(path, self.spec, self.backbone.name).to(self.backbone.device).eval()
-        return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path))
+        wanted, sender = recorded_sender(path), None
+        if wanted is not None:  # trained on a specialist's states: run it only on that specialist
+            sender = self.sender_backbone
+            if sender is None:
+                raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
+                                             f"--sender-model {wanted.name}")
+        shape = sender_shape(sender) if sender is not None else None
+        gen = load_generator(path, self.spec, self.backbone.name, shape).to(self.backbone.device).eval()
+        return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path), sender)
 
     def _load_static(self, path: Path) -> Checkpoint:
         meta = _read_json(path / "training.json")
@@ -161,7 +179,8 @@ class Studio:
             key = (generator, static)
             if key not in self._pipelines:
                 st = self.statics[static].obj if static != NONE else None
-                self._pipelines[key] = Pipeline(self.backbone, self.generators[generator].obj, None, st)
+                ck = self.generators[generator]
+                self._pipelines[key] = Pipeline(self.backbone, ck.obj, None, st, sender_backbone=ck.sender)
             return self._pipelines[key]
 
     def query_features(self, generator: str, kind: str, roles: Roles) -> tuple[np.ndarray, list[tasks.Example]]:
@@ -170,7 +189,9 @@ class Studio:
         hit = self._features.get(key)
         if hit is not None:
             return hit
-        batch = [ex for task in tasks.TASKS for ex in tasks.examples(task, "test", QUERIES_PER_TASK, seed=1)]
+        own = self.generators[generator].sender is not None  # a specialist's generator: the questions it knows about
+        batch = [ex for task in (tasks.SPECIALIST_TASKS if own else tasks.TASKS)
+                 for ex in tasks.examples(task, "test", QUERIES_PER_TASK * (len(tasks.TASKS) if own else 1), seed=1)]
         pipe = self.pipeline(generator, NONE)
         pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
         features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
@@ -195,8 +216,8 @@ def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
 
 
 def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
-    """The page's example questions: test-split examples of every built-in task."""
-    order = ("split", "relay", "arith")
+    """The page's example questions: test-split examples of every built-in task, then the specialist's."""
+    order = ("split", "relay", "arith", *tasks.SPECIALIST_TASKS)
     return [{"task": ex.task, "question": ex.question, "contexts": list(ex.contexts), "answer": ex.answer}
             for task in order for ex in tasks.examples(task, "test", per_task, seed)]
 
@@ -204,8 +225,6 @@ def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
 def write_examples(path: Path = ASSETS / "examples.json") -> None:
     """Regenerate assets/examples.json from tflow.tasks."""
     path.write_text(json.dumps(build_examples(), indent=2) + "\n")
-
-
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 from .. import tasks, viz
+from ..agents import Backbone
 from ..modes import RunResult
 from .registry import Studio
 from .worker import Live, RunRecord
@@ -101,16 +102,28 @@ def status_markdown(live: Live) -> str:
 def messages_markdown(r: RunResult | None) -> str:
     if r is None or not r.messages:
         return "*The senders' messages appear here after a TextMAS run.*"
-    return "\n\n".join(f"**{role}:** {html.escape(msg) or '*(empty)*'}" for role, msg in r.messages.items())
+    agents = r.usage.by_agent
+    mixed = len({u.backbone for u in agents.values()}) > 1  # senders on their own backbone: say which wrote each
+
+    def who(role: str) -> str:
+        return f" ({html.escape(Path(agents[role].backbone).name)})" if mixed and role in agents else ""
+
+    return "\n\n".join(f"**{role}**{who(role)}: {html.escape(msg) or '*(empty)*'}" for role, msg in r.messages.items())
+
+
+def _backbone_label(bb: Backbone) -> str:
+    params = bb.num_parameters
+    size = f"{params / 1e9:.2f} B" if params >= 1e9 else f"{params / 1e6:.2f} M"
+    return f"{Path(bb.name).name or bb.name} ({size} parameters, {bb.num_layers} layers, hidden {bb.hidden_size})"
 
 
 def header_html(studio: Studio, generator: str) -> str:
+    """The Studio's title and chips: the receiver, the senders' backbone of `generator`, device, precision, the generator."""
     bb, ck = studio.backbone, studio.generators[generator]
-    params = bb.num_parameters
-    size = f"{params / 1e9:.2f} B" if params >= 1e9 else f"{params / 1e6:.2f} M"
-    chips = [("backbone", Path(bb.name).name or bb.name), ("parameters", size), ("device", str(bb.device)),
-             ("dtype", str(bb.dtype).removeprefix("torch.")), ("layers", str(bb.num_layers))]
-    chip_html = "".join(f'<span class="chip"><b>{k}</b> {v}</span>' for k, v in chips)
+    senders = ck.sender or bb
+    chips = [("receiver", _backbone_label(bb)), ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
+             ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch."))]
+    chip_html = "".join(f'<span class="chip"><b>{k}</b> {html.escape(v)}</span>' for k, v in chips)
     if ck.trained:
         gen = f'<span class="chip gen"><b>generator</b> {ck.key}: {ck.describe()}</span>'
     else:
@@ -121,7 +134,6 @@ def header_html(studio: Studio, generator: str) -> str:
             f'<div class="chips">{chip_html}{gen}</div>{notes}</div>')
 
 
-
 def result_summary(r: RunResult, reference: str) -> dict:
     """A JSON-friendly summary of one mode's result."""
     return {
@@ -129,7 +141,8 @@ def result_summary(r: RunResult, reference: str) -> dict:
         "correct": tasks.is_correct(r.answer, reference) if reference else None,
         "tokens": r.usage.total_tokens,
         "paper_tokens": r.paper_tokens,  # the release's accounting (TFlow: the receiver only)
-        "tokens_by_agent": {k: {"prompt": u.prompt_tokens, "generated": u.generated_tokens} for k, u in r.usage.by_agent.items()},
+        "tokens_by_agent": {k: {"prompt": u.prompt_tokens, "generated": u.generated_tokens, "backbone": u.backbone,
+                                "parameters": u.parameters, "kv_cache_bytes": u.kv_cache_bytes} for k, u in r.usage.by_agent.items()},
         "wall_s": r.timings["total"],
         "timings_s": r.timings,
         "kv_cache_bytes": viz.total_kv_bytes(r),

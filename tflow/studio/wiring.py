@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 
@@ -211,7 +212,8 @@ class StudioUI(Page):
         if record is None or "tflow" not in record.results:
             return viz.placeholder("Run TFlow to see the senders' hidden states."), ""
         if record.hidden is None:
-            record.hidden = viz.hidden_states_figure(record.results["tflow"].sender_states)
+            senders = self.studio.generators[record.request.generator].sender or self.studio.backbone
+            record.hidden = viz.hidden_states_figure(record.results["tflow"].sender_states, backbone=Path(senders.name).name)
         return record.hidden
 
     def across_queries(self, generator: str, kind: str, colour_by: str, p0: str, p1: str, p2: str) -> tuple:
