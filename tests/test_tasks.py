@@ -131,6 +131,18 @@ def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
     assert tasks.is_correct("Bob", "Bob") and tasks.is_correct("It is Bob.", "Bob") and not tasks.is_correct("Ann", "Bob")
 
 
+def test_kb_at_n_is_a_fresh_knowledge_base_of_the_same_sizes_and_kb_is_unchanged():
+    shipped, fresh = tasks.examples("kb", "test", None), tasks.examples("kb@1", "test", None)
+    assert tasks.kb_world("kb") == 0 and tasks.kb_world("kb@1") == 1 and tasks.kb_world("relay") is None
+    assert [e.question for e in shipped] == [e.question for e in tasks.examples("kb@0", "test", None)]
+    assert shipped[0].task == "kb" and fresh[0].task == "kb@1"
+    assert len(fresh) == len(shipped) == 300 and len(tasks.examples("kb@1", "train", None)) == 900
+    assert [(e.question, e.answer) for e in fresh] != [(e.question, e.answer) for e in shipped]
+    assert not {e.question for e in fresh} & {e.question for e in tasks.examples("kb@1", "train", None)}
+    with pytest.raises(ValueError, match="kb@N"):
+        tasks.examples("kb@one", "test", 3)
+
+
 def test_split_glued_sequences_give_the_second_sender_the_answer_last_character_first(qwen3):
     from tflow.pretrain import training_sequence
 

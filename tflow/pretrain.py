@@ -119,10 +119,9 @@ def _corpus(cfg: PretrainConfig) -> list[str]:
     roles = Roles()
     texts = [a.system_prompt for a in (*roles.senders, roles.receiver)]
     mix = _mix(cfg.task_mix)[0]
-    for name in tasks.TASKS + tasks.SPECIALIST_TASKS:
-        if name in tasks.SPECIALIST_TASKS and name not in mix:  # the receiver's tokenizer never saw the knowledge base
-            continue
-        pool = ([*tasks.examples(name, "train", None), *tasks.examples(name, "test", None)] if name == "kb"
+    # a specialist's knowledge base only where it is in the mix: the receiver's tokenizer never saw one
+    for name in (*tasks.TASKS, *(n for n in mix if tasks.is_specialist(n))):
+        pool = ([*tasks.examples(name, "train", None), *tasks.examples(name, "test", None)] if tasks.is_specialist(name)
                 else tasks.examples(name, "train", 1500, cfg.seed))
         for ex in pool:
             texts += [ex.question, ex.answer, *(c for c in ex.contexts if c), *ex.messages.values()]

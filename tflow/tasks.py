@@ -122,13 +122,30 @@ def _arith(rng: random.Random) -> Example:
                    {"Strategist": " ".join(plan), "Knowledge Extractor": " ".join(steps)}, " ".join(plan))
 
 
-def _kb_example(fact: kb.Fact) -> Example:
-    return Example("kb", fact.question, fact.value, (None, None), {"Strategist": fact.statement, "Knowledge Extractor": fact.statement})
+def kb_world(task: str) -> int | None:
+    """The knowledge base a kb task name asks for: "kb" -> 0 (the shipped one), "kb@N" -> N (a fresh
+    base of invented people, for replicating the experiment on facts nobody developed on); else None."""
+    name, at, seed = task.partition("@")
+    if name != "kb":
+        return None
+    if at and not seed.isdigit():
+        raise ValueError(f"task {task!r}: a knowledge base is kb or kb@N with N a non-negative integer")
+    return int(seed) if at else 0
 
 
-def _kb(split: str | None, seed: int) -> list[Example]:
+def is_specialist(task: str) -> bool:
+    """Does the task need a specialist sender backbone (its facts live only in that model)?"""
+    return kb_world(task) is not None
+
+
+def _kb_example(task: str, fact: kb.Fact) -> Example:
+    return Example(task, fact.question, fact.value, (None, None), {"Strategist": fact.statement, "Knowledge Extractor": fact.statement})
+
+
+def _kb(task: str, split: str | None, seed: int) -> list[Example]:
     """The kb questions of group A ("train"), group B ("test") or both (None), shuffled by seed."""
-    rows = [_kb_example(f) for f in kb.facts() if split is None or f.held_out == (split == "test")]
+    world = kb_world(task)
+    rows = [_kb_example(task, f) for f in kb.facts(world) if split is None or f.held_out == (split == "test")]
     random.Random(f"kb/{split}/{seed}").shuffle(rows)
     return rows
 
@@ -156,13 +173,13 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             rows = [r for r in rows if _in_test(r.key) == (split == "test")]
             random.Random(seed).shuffle(rows)
         return rows if n is None else rows[:n]
-    if task == "kb":
-        rows = _kb(split, seed)
+    if is_specialist(task):
+        rows = _kb(task, split, seed)
         if n is not None and n > len(rows):
-            raise ValueError(f"task 'kb' has {len(rows)} {split} questions, fewer than {n}")
+            raise ValueError(f"task {task!r} has {len(rows)} {split} questions, fewer than {n}")
         return rows if n is None else rows[:n]
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)} or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
     if n is None:
         raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
@@ -181,14 +198,14 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
 def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False, held_out: bool = False) -> Callable[[], Example]:
     """An endless sampler of training examples (duplicates allowed), for training loops.
     held_out (kb): every fact, group B's too: what the specialist backbone learns, never a generator."""
-    if task.startswith("jsonl:") or task == "kb":
-        pool = _kb(None if held_out else "train", seed) if task == "kb" else examples(task, "train", None, seed, hash_split, skip_bad_rows)
+    if task.startswith("jsonl:") or is_specialist(task):
+        pool = _kb(task, None if held_out else "train", seed) if is_specialist(task) else examples(task, "train", None, seed, hash_split, skip_bad_rows)
         rng = random.Random(seed)
         if not pool:
             raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)} or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
