@@ -110,7 +110,7 @@ def format_table(task: str, results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, help="relay | split | arith | jsonl:PATH")
+    p.add_argument("--task", required=True, help="relay | split | arith | kb (needs --sender-model) | kb@N (a fresh knowledge base, seed N) | jsonl:PATH")
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
     p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
     p.add_argument("--seed", type=int, default=0)
