@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds everything in checkpoints/ from scratch, in order, on a CPU (about 2 hours on
+# Rebuilds everything in checkpoints/ from scratch, in order, on a CPU (about 4 hours on
 # 2 cores; run nothing else torch-heavy meanwhile). Each step is seeded.
 # Usage: bash scripts/build_embedded.sh [step ...]   steps: backbone specialist generators static evaluate replicate
 set -euo pipefail
