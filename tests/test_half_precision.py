@@ -1,19 +1,25 @@
 """Half precision on the CPU, as a GPU user runs it: a bf16 receiver with a generator in fp32
 or bf16 through every mode, a batch, a static adapter, a PEFT export that PEFT itself loads,
-figures, and training steps (with and without gradient checkpointing)."""
+figures, training steps (with and without gradient checkpointing), and senders on a bf16
+backbone of their own."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
 from torch import nn
 
-from tflow import GeneratorConfig, Pipeline, apply, infer_targets
+from tflow import GeneratorConfig, Pipeline, apply, infer_targets, tasks
 from tflow.agents import Backbone, Roles
 from tflow.peft_io import peft_state
+from tflow.tokenizer import build_tokenizer
 from tflow.train import TrainConfig, _Objective
 
+from conftest import CORPUS, _qwen3
 from test_core import loud_generator
+from test_senders import QUESTIONS, cross_generator
 
 MODES = ("single", "textmas", "tflow", "static")
 
@@ -157,3 +163,35 @@ def test_the_studio_runs_and_draws_on_a_bf16_backbone():
 def np_finite(a) -> bool:
     import numpy as np
     return bool(np.isfinite(a).all())
+
+
+@pytest.mark.parametrize("gen_dtype", [torch.float32, torch.bfloat16], ids=["generator-fp32", "generator-bf16"])
+def test_senders_on_their_own_bf16_backbone_drive_a_bf16_receiver(bf16, gen_dtype):
+    tok = build_tokenizer(CORPUS + QUESTIONS * 10, vocab_size=300)
+    specialist = Backbone(_qwen3(len(tok), seed=5, layers=3, hidden=96).to(torch.bfloat16), tok, "specialist-3x96-bf16")
+    pipe = Pipeline(bf16, cross_generator(bf16, specialist).to(gen_dtype), sender_backbone=specialist)
+    for mode in ("single", "textmas", "tflow"):
+        res = pipe.run(QUESTIONS[0], mode, max_new_tokens=4, sender_max_new_tokens=4)
+        assert res.usage.total_tokens > 0, mode
+    batch = pipe.run_batch(QUESTIONS, "tflow", max_new_tokens=4)
+    pipe.clear_cache()
+    for r, q in zip(batch, QUESTIONS):
+        one = pipe.run(q, "tflow", max_new_tokens=4).perturbation
+        for name in one.A:
+            torch.testing.assert_close(r.perturbation.A[name].float(), one.A[name].float(), atol=2e-2, rtol=2e-2)
+    assert batch[0].usage.by_agent["Strategist"].backbone == "specialist-3x96-bf16"
+
+
+def test_the_embedded_kb_specialist_answers_the_same_in_bf16():
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    if not (root / "generators" / "kb").is_dir():
+        pytest.skip("embedded checkpoints not built")
+    examples = tasks.examples("kb", "test", 20, seed=0)
+    answers = {}
+    for dtype in ("fp32", "bf16"):
+        pipe = Pipeline.from_pretrained(str(root / "tiny-qwen3"), generator=str(root / "generators" / "kb"),
+                                        sender_model=str(root / "tiny-qwen3-kb"), device="cpu", dtype=dtype)
+        assert pipe.sender_backbone.dtype == pipe.backbone.dtype
+        answers[dtype] = [r.answer for r in pipe.run_batch([e.question for e in examples], "tflow", max_new_tokens=tasks.ANSWER_TOKENS)]
+    right = {d: sum(tasks.is_correct(a, e.answer) for a, e in zip(ans, examples)) for d, ans in answers.items()}
+    assert right["bf16"] >= right["fp32"] - 1 and right["fp32"] >= 15, right
