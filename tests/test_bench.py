@@ -92,3 +92,23 @@ def test_a_bad_shape_or_count_is_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--workload", "shape", "--queries", "0"])
     assert e.value.code == 2 and capsys.readouterr().err.strip().startswith("error: --queries")
+
+
+def test_senders_of_another_shape_advise_a_smaller_receiver(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--shape", "qwen3-0.6b",
+          "--sender-shape", "qwen3-4b", "--layers", "1", "--dtype", "bf16", "-M", "5", "-R", "3", "--question-tokens", "8",
+          "--queries", "1", "--warmup", "0", "--threads", "1", "--json", str(out)])
+    block = json.loads(out.read_text())["shape"]
+    config, senders = block["config"], block["config"]["senders"]
+    assert (config["hidden"], config["layers"]) == (1024, 1) and (senders["hidden"], senders["layers"]) == (2560, 1)
+    assert senders["parameters"] > config["parameters"] and "qwen3-4b" in senders["model"]
+    assert block["ratios"]["tflow_receiver_prefill_equals_single"] is True
+    assert block["ratios"]["textmas_messages_reach_receiver_exactly"] is True
+    assert "senders: random qwen3-4b shape" in capsys.readouterr().out
+
+
+def test_sender_layers_without_a_sender_shape_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "shape", "--sender-layers", "2"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: --sender-layers needs --sender-shape"

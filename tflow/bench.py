@@ -3,6 +3,7 @@
     python -m tflow.bench --json bench.json                 # both workloads
     python -m tflow.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16   # all 36 layers of Qwen3-4B's shape
     python -m tflow.bench --workload shape -M 256,512,1024                               # ratios by message length
+    python -m tflow.bench --workload shape --shape qwen3-0.6b --sender-shape qwen3-8b --device cuda --dtype bf16   # big senders, small receiver
 
 Workloads (each after a warm-up, with the modes interleaved per query so machine noise
 hits all modes alike):
@@ -12,7 +13,8 @@ hits all modes alike):
   vocabulary; on CPU by default 4 of its layers), the generator sized for it, fixed
   lengths: senders' messages M tokens, receiver answer R tokens, EOS ignored. Decoding is
   restricted to word tokens that re-tokenise to themselves, so each TextMAS message reaches
-  the receiver as exactly M tokens (the report checks it).
+  the receiver as exactly M tokens (the report checks it). `--sender-shape` runs the senders
+  on a second random model of another shape (a specialist advising a smaller receiver).
 Each block also reports its distance to the physical limit: bytes of weights and KV read
 per decoded token, seconds per token and the bandwidth achieved (on CUDA, as a fraction of
 a device-to-device copy measured in the same run). A progress bar follows every query and
@@ -233,23 +235,27 @@ def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
 
 def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None, messages: list[int],
                    answer: int, question: int, queries: int, merge: bool | str = "auto", prefix_cache: bool = True,
-                   on_block: Callable[[int, dict], None] | None = None, warmup: int = 2) -> dict[int, dict]:
+                   on_block: Callable[[int, dict], None] | None = None, warmup: int = 2,
+                   senders: tuple[ModelShape, int | None] | None = None) -> dict[int, dict]:
     """One block per sender-message length M (the same model, generator and questions; the
     `warmup` queries run before the first block only); `on_block(M, block)` is called as soon
-    as each block is measured."""
+    as each block is measured. senders: (shape, layers) of the senders' own backbone (default:
+    the receiver's)."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
-    if not prefix_cache:
-        backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
+    sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
+    for bb in {id(b): b for b in (backbone, sender_bb)}.values():
+        if not prefix_cache:
+            bb.prefix_cache.capacity = 0  # every role prefix is computed anew
     spec = lora.infer_targets(backbone.model)
-    gen = ParameterGenerator(shape.generator, spec, backbone.name)
+    gen = ParameterGenerator(shape.generator, spec, backbone.name, sender=sender_shape(sender_bb))
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
-    pipe = Pipeline(backbone, gen, merge=merge)
+    pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=sender_bb)
     words = round_trip_tokens(backbone.tokenizer)
     qs = [(fixed_question(backbone.tokenizer, question, i), None) for i in range(queries + warmup)]
     # TextMAS's senders could skip their role prefixes too, with a prefix cache in generation
     # (HF generate cannot batch rows with different cached prefixes): the ratio credited with that.
-    prefixes = sum(p.prefix_len for p in sender_prompts(backbone, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
+    prefixes = sum(p.prefix_len for p in sender_prompts(sender_bb, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)]))
     copy_bw = copy_bandwidth(backbone.device)
     blocks = {}
     for k, message in enumerate(messages):
@@ -269,7 +275,9 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
             "config": {"shape": shape.name, "layers": backbone.num_layers, "hidden": shape.hidden, "vocab": shape.vocab, "M": message,
                        "R": answer, "question_tokens": question, "device": str(backbone.device), "dtype": str(backbone.dtype),
                        "model": backbone.name, "parameters": backbone.num_parameters, "merge": merge, "prefix_cache": prefix_cache,
-                       "generator": asdict(gen.config), "generator_parameters": sum(p.numel() for p in gen.parameters())},
+                       "generator": asdict(gen.config), "generator_parameters": sum(p.numel() for p in gen.parameters()),
+                       "senders": {"model": sender_bb.name, "layers": sender_bb.num_layers, "hidden": sender_bb.hidden_size,
+                                   "parameters": sender_bb.num_parameters}},
             "modes": modes, "ratios": out, "bandwidth": bandwidth(backbone, modes, copy_bw)}
         if on_block is not None:
             on_block(message, blocks[message])
@@ -318,6 +326,16 @@ def _lengths(text: str) -> list[int]:
     return values
 
 
+def _senders(name: str | None, layers: int | None, receiver_layers: int | None) -> tuple[ModelShape, int | None] | None:
+    """--sender-shape / --sender-layers: the senders' shape and depth (default: the receiver's depth, at most the shape's)."""
+    if name is None:
+        if layers is not None:
+            raise ValueError("--sender-layers needs --sender-shape")
+        return None
+    shape = get_shape(name)
+    return shape, layers or (min(receiver_layers, shape.layers) if receiver_layers else None)
+
+
 def _print_bandwidth(bw: dict) -> None:
     copy = bw["copy_bytes_per_s"]
     print(f"distance to the memory-bandwidth limit: {bw['weight_bytes_per_token'] / 1e9:.3f} GB of weights per decoded token"
@@ -340,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None)
     p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: all of the shape's on GPU, 4 on CPU)")
+    p.add_argument("--sender-shape", choices=sorted(SHAPES), default=None,
+                   help="shape workload: run the senders on a second random model of this shape (default: the receiver)")
+    p.add_argument("--sender-layers", type=int, default=None, help="layers of --sender-shape (default: as --layers)")
     p.add_argument("--message-tokens", "-M", type=_lengths, default=[256],
                    help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
     p.add_argument("--answer-tokens", "-R", type=int, default=128)
@@ -376,7 +397,9 @@ def main(argv: list[str] | None = None) -> None:
         sweep: dict[str, dict] = {}
 
         def on_block(m: int, block: dict) -> None:
-            _print(f"shape: {block['config']['model']}, M = {m}, R = {a.answer_tokens}", block)
+            by = block["config"]["senders"]["model"]
+            _print(f"shape: {block['config']['model']}" + (f", senders: {by}" if by != block["config"]["model"] else "")
+                   + f", M = {m}, R = {a.answer_tokens}", block)
             _print_bandwidth(block["bandwidth"])
             sweep[str(m)] = block
             report["shape"] = sweep[str(a.message_tokens[0])]  # the first M is the headline
@@ -385,9 +408,11 @@ def main(argv: list[str] | None = None) -> None:
                 report["shape_by_message_tokens"] = sweep
             save()
 
-        blocks = shape_workload(shape, a.model, a.layers or (None if device.type == "cuda" else 4), a.device, a.dtype,
+        layers = a.layers or (None if device.type == "cuda" else 4)
+        blocks = shape_workload(shape, a.model, layers, a.device, a.dtype,
                                 a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
-                                prefix_cache=not a.no_prefix_cache, on_block=on_block, warmup=a.warmup)
+                                prefix_cache=not a.no_prefix_cache, on_block=on_block, warmup=a.warmup,
+                                senders=_senders(a.sender_shape, a.sender_layers, layers))
         if len(blocks) > 1:
             _print_sweep(blocks)
 

@@ -67,7 +67,7 @@ def shape_backbone(shape: ModelShape, tokenizer_dir: str, layers: int | None = N
         raise ValueError(f"the tokenizer has {len(tok)} tokens, more than the shape's vocabulary ({shape.vocab})")
     layers = layers or shape.layers
     if not 1 <= layers <= shape.layers:
-        raise ValueError(f"{shape.name} has {shape.layers} layers; --layers must be 1..{shape.layers}, got {layers}")
+        raise ValueError(f"{shape.name} has {shape.layers} layers: ask for 1..{shape.layers} of them, not {layers}")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     with torch.device(dev):
