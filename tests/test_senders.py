@@ -10,6 +10,7 @@ from tflow.agents import Backbone
 from tflow.generators import load_generator
 from tflow.modes import sender_shape
 from tflow.tokenizer import build_tokenizer
+from tflow.train_memory import estimate
 
 from conftest import CORPUS, _qwen3
 
@@ -126,3 +127,12 @@ def test_from_pretrained_loads_a_separate_sender_backbone(qwen3, specialist, tmp
     assert pipe.run(QUESTIONS[0], mode="tflow", max_new_tokens=3).usage.by_agent["Strategist"].backbone == str(tmp_path / "sender")
     with pytest.raises(GeneratorMismatchError, match="wrong sender"):
         Pipeline.from_pretrained(str(tmp_path / "receiver"), generator=tmp_path / "gen", device="cpu")
+
+
+def test_the_training_memory_estimate_counts_the_sender_backbone_but_does_not_allocate_it_again(pipe, qwen3, specialist):
+    alone = estimate(qwen3, pipe.generator, batch=4, seq_len=32, checkpointing=False)
+    both = estimate(qwen3, pipe.generator, batch=4, seq_len=32, checkpointing=False, sender_backbone=specialist)
+    assert both.sender_weights == sum(p.numel() * p.element_size() for p in specialist.model.parameters()) > 0
+    assert both.total == alone.total + both.sender_weights and both.to_allocate == alone.to_allocate
+    assert "sender backbone weights" in both.describe() and "sender backbone" not in alone.describe()
+    assert estimate(qwen3, pipe.generator, 4, 32, False, sender_backbone=qwen3).sender_weights == 0

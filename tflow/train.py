@@ -218,7 +218,8 @@ def check_fits(obj: _Objective, cfg: TrainConfig, examples: list[tasks.Example])
     if cfg.static:
         return None
     ids, _, _ = receiver_batch(obj.backbone, examples, obj.roles)
-    est = train_memory.estimate(obj.backbone, obj.module, cfg.batch_size, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders))
+    est = train_memory.estimate(obj.backbone, obj.module, cfg.batch_size, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders),
+                                obj.senders)
     free = lora.free_bytes(obj.backbone.device)
     if free is not None and est.to_allocate > free:
         advice = "" if cfg.gradient_checkpointing else "--gradient-checkpointing, "

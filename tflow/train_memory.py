@@ -2,7 +2,8 @@
 refuse, before the first step, a configuration that cannot fit (with the numbers), and the
 peak actually used, to print beside it.
 
-The estimate counts the receiver's weights, the generator's weights + gradients + AdamW
+The estimate counts the receiver's weights (and the senders' own backbone's, when they have
+one), the generator's weights + gradients + AdamW
 state, the receiver's saved activations (per token and layer: the inputs of every targeted
 linear, whose LoRA factors need them for their gradients, norms, attention and MLP
 intermediates; with gradient checkpointing only each layer's input plus one layer's worth),
@@ -32,24 +33,28 @@ class MemoryEstimate:
     activations: int
     logits: int
     generator_activations: int
+    sender_weights: int = 0  # the senders' own backbone, when it is not the receiver
 
     @property
     def to_allocate(self) -> int:
-        """What training adds to a receiver that is already loaded."""
-        return self.total - self.weights
+        """What training adds to the backbones, which are already loaded."""
+        return self.total - self.weights - self.sender_weights
 
     @property
     def total(self) -> int:
-        return self.weights + self.generator + self.activations + self.logits + self.generator_activations
+        return self.weights + self.sender_weights + self.generator + self.activations + self.logits + self.generator_activations
 
     def describe(self) -> str:
-        return (f"~{gib(self.total)} (receiver weights {gib(self.weights)}, generator + AdamW {gib(self.generator)}, "
+        senders = f"sender backbone weights {gib(self.sender_weights)}, " if self.sender_weights else ""
+        return (f"~{gib(self.total)} (receiver weights {gib(self.weights)}, {senders}generator + AdamW {gib(self.generator)}, "
                 f"receiver activations {gib(self.activations)}, logits {gib(self.logits)}, "
                 f"generator activations {gib(self.generator_activations)})")
 
 
-def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2) -> MemoryEstimate:
-    """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each."""
+def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2,
+             sender_backbone: Backbone | None = None) -> MemoryEstimate:
+    """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each
+    (sender_backbone: the senders' own model, when it is not the receiver)."""
     cfg = backbone.model.config
     b = backbone.dtype.itemsize
     hidden, layers, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
@@ -66,7 +71,10 @@ def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, check
     per_gen_token = next(gen.parameters()).element_size() * c.d_model * c.n_blocks * (19 + 2 * mlp)
     weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
     # weights + gradients + AdamW's two moments, all in the generator's dtype
-    return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token)
+    own = sender_backbone is not None and sender_backbone is not backbone
+    sender_weights = sum(p.numel() * p.element_size() for p in sender_backbone.model.parameters()) if own else 0
+    return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token,
+                          sender_weights)
 
 
 def reset_peak(device: torch.device) -> None:
