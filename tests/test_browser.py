@@ -294,11 +294,11 @@ def test_a_kb_example_runs_its_senders_on_the_specialist(session: Session, tmp_p
     page.wait_for_function("() => (document.querySelector('#textmas-messages')?.innerText || '').includes('tiny-qwen3-kb')")
     messages = page.locator("#textmas-messages").inner_text()
     assert messages.count("(tiny-qwen3-kb)") == 2, messages
-    shoot(page, tmp_path, "9-kb-compare")
+    shoot(page, tmp_path, "10-kb-compare")
     assert page.locator("#answer-tflow textarea").input_value().strip()
     open_tab(page, "Activations")
     wait_for_figure(page, "hidden-plot", "(tiny-qwen3-kb, hidden 160)")
     page.click("#queries-btn")
     wait_for_figure(page, "queries-plot", "One point per query")
-    shoot(page, tmp_path, "10-kb-activations")
+    shoot(page, tmp_path, "11-kb-activations")
     assert_no_error_toast(page)
