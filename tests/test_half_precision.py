@@ -142,9 +142,15 @@ def test_the_studio_runs_and_draws_on_a_bf16_backbone():
     from tflow.studio.registry import Studio, StudioConfig
 
     root = Path(__file__).resolve().parents[1] / "checkpoints"
-    studio = Studio(StudioConfig(model=str(root / "tiny-qwen3"), checkpoints=str(root), device="cpu", dtype="bf16"))
+    studio = Studio(StudioConfig(model=str(root / "tiny-qwen3"), checkpoints=str(root), device="cpu", dtype="bf16",
+                                 sender_model=str(root / "tiny-qwen3-kb")))
     try:
         assert studio.backbone.dtype == torch.bfloat16 and np_finite(studio.weight_norms)
+        assert studio.sender_backbone.dtype == torch.bfloat16 and studio.generators["kb"].sender is studio.sender_backbone
+        kb = tasks.examples("kb", "test", 1, seed=0)[0]
+        r = studio.pipeline("kb", "none").run(kb.question, "tflow", max_new_tokens=16)
+        assert tasks.is_correct(r.answer, kb.answer)  # the specialist's fact still travels in bf16
+        assert viz.hidden_states_figure(r.sender_states, backbone="tiny-qwen3-kb")[0].data
         ex = tasks.examples("relay", "test", 1, seed=0)[0]
         pipe = studio.pipeline(studio.generator_for("relay"), studio.static_for("relay"))
         for mode in MODES:
