@@ -14,12 +14,10 @@ from torch import nn
 from tflow import GeneratorConfig, Pipeline, apply, infer_targets, tasks
 from tflow.agents import Backbone, Roles
 from tflow.peft_io import peft_state
-from tflow.tokenizer import build_tokenizer
 from tflow.train import TrainConfig, _Objective
 
-from conftest import CORPUS, _qwen3
 from test_core import loud_generator
-from test_senders import QUESTIONS, cross_generator
+from test_senders import QUESTIONS, cross_generator, make_specialist
 
 MODES = ("single", "textmas", "tflow", "static")
 
@@ -36,8 +34,12 @@ def _pipe(backbone: Backbone, gen_dtype: torch.dtype) -> Pipeline:
     return Pipeline(backbone, gen, static=static)
 
 
+def _relative(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
 @pytest.mark.parametrize("gen_dtype", [torch.float32, torch.bfloat16], ids=["generator-fp32", "generator-bf16"])
-def test_every_mode_and_a_batch_run_on_a_bf16_receiver(bf16, gen_dtype):
+def test_every_mode_and_a_batch_run_on_a_bf16_receiver(bf16, make_qwen3, gen_dtype):
     pipe = _pipe(bf16, gen_dtype)
     for mode in MODES:
         res = pipe.run("What is the code plus 5?", mode, "The code is 47.", max_new_tokens=4, sender_max_new_tokens=4)
@@ -46,12 +48,20 @@ def test_every_mode_and_a_batch_run_on_a_bf16_receiver(bf16, gen_dtype):
     ctx = ["The key is 12.", "The pin is 40.", "The code is 7."]
     batch = pipe.run_batch(qs, "tflow", ctx, max_new_tokens=4)
     assert len(batch) == 3 and all(r.batch_size == 3 for r in batch)
+    fp32 = make_qwen3(seed=21)  # the same weights in fp32: the reference both bf16 computations round away from
+    ref_pipe = Pipeline(fp32, loud_generator(fp32, seed=3))
     pipe.clear_cache()
     for r, q, c in zip(batch, qs, ctx):  # per-sample factors in a bf16 batch are each query's own
         one = pipe.run(q, "tflow", c, max_new_tokens=4).perturbation
+        ref = ref_pipe.run(q, "tflow", c, max_new_tokens=1).perturbation
         for name in one.A:
-            torch.testing.assert_close(r.perturbation.A[name].float(), one.A[name].float(), atol=2e-2, rtol=2e-2)
-            torch.testing.assert_close(r.perturbation.B[name].float(), one.B[name].float(), atol=2e-2, rtol=2e-2)
+            for got, alone, exact in ((r.perturbation.A[name], one.A[name], ref.A[name]), (r.perturbation.B[name], one.B[name], ref.B[name])):
+                # Element-wise bounds do not hold in bf16: a batch pads the shorter prompts, which changes the CPU
+                # kernels' blocking and so the rounding of every reduction (on AVX2 a few elements of a 1024-element
+                # lora_B differ by 0.16, 86% of a small element). What bf16 promises is relative to the tensor: the
+                # batch is as close to the fp32 result as the one-by-one run is, and both are a few 2^-8 away.
+                assert _relative(got, alone) < 0.03, (name, _relative(got, alone))
+                assert _relative(got, exact) <= 1.5 * _relative(alone, exact) + 2e-3, (name, _relative(got, exact), _relative(alone, exact))
     pert = batch[0].perturbation
     assert all(torch.isfinite(t).all() for t in (*pert.A.values(), *pert.B.values()))
     assert torch.isfinite(pert.delta(0, "self_attn.q_proj")).all() and pert.delta(0, "self_attn.q_proj").dtype == torch.float32
@@ -173,8 +183,7 @@ def np_finite(a) -> bool:
 
 @pytest.mark.parametrize("gen_dtype", [torch.float32, torch.bfloat16], ids=["generator-fp32", "generator-bf16"])
 def test_senders_on_their_own_bf16_backbone_drive_a_bf16_receiver(bf16, gen_dtype):
-    tok = build_tokenizer(CORPUS + QUESTIONS * 10, vocab_size=300)
-    specialist = Backbone(_qwen3(len(tok), seed=5, layers=3, hidden=96).to(torch.bfloat16), tok, "specialist-3x96-bf16")
+    specialist = make_specialist(torch.bfloat16, "specialist-3x96-bf16")
     pipe = Pipeline(bf16, cross_generator(bf16, specialist).to(gen_dtype), sender_backbone=specialist)
     for mode in ("single", "textmas", "tflow"):
         res = pipe.run(QUESTIONS[0], mode, max_new_tokens=4, sender_max_new_tokens=4)

@@ -17,11 +17,15 @@ from conftest import CORPUS, _qwen3
 QUESTIONS = ["How old is Tovi?", "Who is Marek's friend?", "What is Lomi's lucky number?"]
 
 
-@pytest.fixture(scope="module")
-def specialist() -> Backbone:
+def make_specialist(dtype: torch.dtype = torch.float32, name: str = "specialist-3x96") -> Backbone:
     """A sender backbone of another hidden size (96), depth (3) and tokenizer than the receiver."""
     tok = build_tokenizer(CORPUS + QUESTIONS * 10, vocab_size=300)
-    return Backbone(_qwen3(len(tok), seed=5, layers=3, hidden=96), tok, "specialist-3x96")
+    return Backbone(_qwen3(len(tok), seed=5, layers=3, hidden=96).to(dtype), tok, name)
+
+
+@pytest.fixture(scope="module")
+def specialist() -> Backbone:
+    return make_specialist()
 
 
 def cross_generator(receiver: Backbone, sender: Backbone, seed: int = 0) -> ParameterGenerator:

@@ -243,9 +243,8 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
     the receiver's)."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
-    for bb in {id(b): b for b in (backbone, sender_bb)}.values():
-        if not prefix_cache:
-            bb.prefix_cache.capacity = 0  # every role prefix is computed anew
+    if not prefix_cache:  # every role prefix is computed anew
+        backbone.prefix_cache.capacity = sender_bb.prefix_cache.capacity = 0
     spec = lora.infer_targets(backbone.model)
     gen = ParameterGenerator(shape.generator, spec, backbone.name, sender=sender_shape(sender_bb))
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them

@@ -51,6 +51,10 @@ class MemoryEstimate:
                 f"generator activations {gib(self.generator_activations)})")
 
 
+def _nbytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2,
              sender_backbone: Backbone | None = None) -> MemoryEstimate:
     """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each
@@ -63,16 +67,16 @@ def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, check
     per_layer = b * (4 * hidden + 4 * q_dim + 2 * kv_dim + 4 * inter)  # per token
     tokens = batch * seq_len
     acts = tokens * (b * hidden * layers + per_layer) if checkpointing else tokens * per_layer * layers
-    gen_bytes = sum(p.numel() * p.element_size() for p in gen.parameters())
+    gen_bytes = _nbytes(gen)
     c = gen.config
     gen_tokens = batch * senders * gen.param_tokens
     mlp = getattr(c, "mlp_ratio", None) or getattr(c, "ffn_ratio", 4)  # grid / release
     # per parameter token and block: 5 norms, q/k/v/out of 3 attentions, the MLP's hidden
     per_gen_token = next(gen.parameters()).element_size() * c.d_model * c.n_blocks * (19 + 2 * mlp)
-    weights = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
+    weights = _nbytes(backbone.model)
     # weights + gradients + AdamW's two moments, all in the generator's dtype
     own = sender_backbone is not None and sender_backbone is not backbone
-    sender_weights = sum(p.numel() * p.element_size() for p in sender_backbone.model.parameters()) if own else 0
+    sender_weights = _nbytes(sender_backbone.model) if own else 0
     return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token,
                           sender_weights)
 

@@ -51,7 +51,7 @@ class Api:
         s = self.studio
         return {"status": "ok", "backbone": s.backbone.name, "device": str(s.backbone.device), "dtype": str(s.backbone.dtype),
                 "generators": {k: c.describe() for k, c in s.generators.items()}, "static_adapters": list(s.statics),
-                "sender_backbones": {k: (c.sender or s.backbone).name for k, c in s.generators.items()},
+                "sender_backbones": {k: s.senders_of(k).name for k in s.generators},
                 "patched": is_patched(s.backbone.model), "weights_sha256": weights_sha256(s.backbone.model)}
 
     def ask(self, question: str, contexts: list[str] | None = None, modes: list[str] | None = None,

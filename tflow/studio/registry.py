@@ -166,6 +166,10 @@ class Studio:
         """The static adapter trained on `task` ("none" when there is none)."""
         return next((k for k, c in self.statics.items() if task and c.task == task), NONE)
 
+    def senders_of(self, generator: str) -> Backbone:
+        """The backbone `generator`'s senders run on: its specialist, or the receiver."""
+        return self.generators[generator].sender or self.backbone
+
     def generator_for(self, task: str) -> str | None:
         return next((k for k, c in self.generators.items() if c.task == task and c.trained), None)
 

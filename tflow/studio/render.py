@@ -120,7 +120,7 @@ def _backbone_label(bb: Backbone) -> str:
 def header_html(studio: Studio, generator: str) -> str:
     """The Studio's title and chips: the receiver, the senders' backbone of `generator`, device, precision, the generator."""
     bb, ck = studio.backbone, studio.generators[generator]
-    senders = ck.sender or bb
+    senders = studio.senders_of(generator)
     chips = [("receiver", _backbone_label(bb)), ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
              ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch."))]
     chip_html = "".join(f'<span class="chip"><b>{k}</b> {html.escape(v)}</span>' for k, v in chips)

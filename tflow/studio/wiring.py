@@ -212,7 +212,7 @@ class StudioUI(Page):
         if record is None or "tflow" not in record.results:
             return viz.placeholder("Run TFlow to see the senders' hidden states."), ""
         if record.hidden is None:
-            senders = self.studio.generators[record.request.generator].sender or self.studio.backbone
+            senders = self.studio.senders_of(record.request.generator)
             record.hidden = viz.hidden_states_figure(record.results["tflow"].sender_states, backbone=Path(senders.name).name)
         return record.hidden
 
