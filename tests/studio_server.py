@@ -50,21 +50,31 @@ class Studio:
 _RUNNING: dict[tuple[str, ...], Studio] = {}
 
 
+def embedded_examples() -> list[dict]:
+    """The examples the embedded world's page shows (no real-model task), in the page's order."""
+    from tflow.studio.registry import build_examples
+    from tflow.tasks import REAL_MODEL_TASKS
+
+    return [e for e in build_examples() if e["task"] not in REAL_MODEL_TASKS]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def studio(extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> Studio:
-    """The app process for these extra `app.py` arguments and environment variables, started on first use; raises
+def studio(extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None, model: str | None = None) -> Studio:
+    """The app process for this model (default: the embedded one) and these extra `app.py` arguments and environment
+    variables, started on first use; raises
     with the app's log if it cannot start. A login (TFLOW_STUDIO_AUTH) makes /config answer 401: that counts as serving."""
-    key = (*(extra_args or ()), *sorted((extra_env or {}).items()))
+    key = (model or "", *(extra_args or ()), *sorted((extra_env or {}).items()))
     if key in _RUNNING and _RUNNING[key].process.poll() is None:
         return _RUNNING[key]
-    model = os.environ.get("TFLOW_STUDIO_MODEL", str(ROOT / "checkpoints" / "tiny-qwen3"))
+    packaged = model is not None  # a packaged model's name (resolved by the app itself)
+    model = model or os.environ.get("TFLOW_STUDIO_MODEL", str(ROOT / "checkpoints" / "tiny-qwen3"))
     checkpoints = os.environ.get("TFLOW_STUDIO_CHECKPOINTS", str(ROOT / "checkpoints"))
-    if not Path(model).is_dir():
+    if not packaged and not Path(model).is_dir():
         raise RuntimeError(f"backbone {model} is missing: build the embedded checkpoints or set TFLOW_STUDIO_MODEL")
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="tflow-studio-test-")) / "app.log"

@@ -13,9 +13,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AuthenticationError
 
-from studio_server import Studio, studio
+from studio_server import Studio, embedded_examples as build_examples, studio
 from tflow.studio.cli import AUTH_ENV
-from tflow.studio.registry import build_examples
 
 USER, PASSWORD = "ada", "correct-horse-Zq9"
 

@@ -17,10 +17,10 @@ import torch
 
 from gradio_client import Client
 
-from studio_server import Studio, studio
+from studio_server import Studio, embedded_examples as build_examples, studio
 from tflow.agents import EXECUTOR
-from tflow.studio.registry import build_examples
 from tflow.studio.worker import MAX_NEW_TOKENS
+
 
 pytestmark = pytest.mark.browser
 
@@ -36,8 +36,8 @@ def app() -> Studio:
     return studio()
 
 
-@pytest.fixture(scope="module")
-def session(app: Studio) -> Iterator[Session]:
+def browse(app: Studio) -> Iterator[Session]:
+    """A headless Chromium page on the app, open until the generator is closed."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -50,6 +50,11 @@ def session(app: Studio) -> Iterator[Session]:
         page.wait_for_selector("#studio-header")
         yield Session(page)
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def session(app: Studio) -> Iterator[Session]:
+    yield from browse(app)
 
 
 def open_tab(page, name: str) -> None:

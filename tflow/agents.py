@@ -28,6 +28,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+from . import sources
 from .prefix import PrefixCache
 
 _DTYPES = {
@@ -162,21 +163,21 @@ def load_backbone(
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
 ) -> Backbone:
-    """Load any Hugging Face causal LM + tokenizer by hub name or local directory."""
+    """Load any Hugging Face causal LM + tokenizer: a hub name or local directory, a packaged model's
+    name (`smollm2-135m-instruct`), a GGUF file, or `tiny` (see `tflow.sources`)."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError("model name or path is empty")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    src = sources.resolve(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
         offline = " (HF_HUB_OFFLINE=1: only models already on disk or in the HF cache load)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"could not load model {name_or_path!r}{offline}: {first}") from e
-    return Backbone(model=model.to(dev), tokenizer=tokenizer, name=name_or_path)
+    return Backbone(model=model.to(dev), tokenizer=tokenizer, name=src.name)
 
 
 _ALLOWED_CONTROL = {"\n", "\t"}

@@ -43,7 +43,7 @@ import transformers
 from torch import nn
 from tqdm import tqdm
 
-from . import lora, tasks
+from . import catalog, lora, tasks
 from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
 from .cli import user_errors
 from .generators import ParameterGenerator, load_generator, recorded_sender
@@ -123,6 +123,10 @@ def ratios(modes: dict) -> dict:
         # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
         limit = s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]
         out["tflow_over_its_limit"] = t["seconds_median"] / limit
+    else:  # answers of other lengths: Single's receiver seconds per token, scaled to TFlow's answer length
+        per_token = s["stages_median"]["receiver"] / max(1, s["receiver_generated_tokens"])
+        limit = t["stages_median"]["sender_pass"] + t["stages_median"]["generator"] + per_token * t["receiver_generated_tokens"]
+        out["tflow_over_its_limit_at_its_answer_length"] = t["stages_median"]["total"] / limit
     return out
 
 
@@ -143,23 +147,33 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
 
 
 def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
-                   warmup: int = 2, sender_model: str | None = None) -> Iterator[tuple[str, dict]]:
-    """(task, block) for each embedded task, yielded as soon as it is measured. A generator that
-    records another senders' backbone (kb's specialist) runs with it (or with `sender_model`)."""
+                   warmup: int = 2, sender_model: str | None = None, message_cap: int | None = None) -> Iterator[tuple[str, dict]]:
+    """(task, block) for each task with a shipped generator for `model`, yielded as soon as it is measured.
+    A generator that records another senders' backbone (kb's specialist) runs with it (or with `sender_model`).
+    message_cap: the most tokens a TextMAS sender may write (default: the task's evaluation budget); the senders
+    stop where they choose below it."""
     backbone = load_backbone(model, device=device)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
-    for task in tasks.TASKS + tasks.SPECIALIST_TASKS:
-        gen_dir = Path("checkpoints/generators") / task
-        spec = lora.infer_targets(backbone.model)
-        other = recorded_sender(gen_dir) if gen_dir.is_dir() else None
+    spec = lora.infer_targets(backbone.model)
+    copy_bw = copy_bandwidth(backbone.device)
+    for task in tasks.TASKS + tasks.REAL_MODEL_TASKS + tasks.SPECIALIST_TASKS:
+        gen_dir = catalog.trained_for(task, model)
+        if gen_dir is None:
+            continue
+        other = recorded_sender(gen_dir)
         senders = load_backbone(sender_model or other.name, device=backbone.device) if other else backbone
-        gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval() if gen_dir.is_dir() else None
+        gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval()
         pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=senders)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
-        settings = GenerationSettings(max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
+        answer, message = tasks.budgets(task)
+        settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message_cap or message)
         modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task).items()}
-        yield task, {"modes": modes, "ratios": ratios(modes), "throughput": batch_throughput(pipe, qs, settings)}
+        yield task, {"config": {"model": backbone.name, "parameters": backbone.num_parameters, "layers": backbone.num_layers,
+                                "device": str(backbone.device), "dtype": str(backbone.dtype), "generator": str(gen_dir),
+                                "answer_tokens": answer, "message_cap": settings.sender_max_new_tokens},
+                     "modes": modes, "ratios": ratios(modes), "bandwidth": bandwidth(backbone, modes, copy_bw),
+                     "throughput": batch_throughput(pipe, qs, settings)}
 
 
 def round_trip_tokens(tokenizer) -> tuple[int, ...]:
@@ -202,13 +216,18 @@ def weight_bytes_per_token(model: nn.Module) -> int:
 
 
 def copy_bandwidth(device: torch.device, gib: float = 1.0) -> float | None:
-    """Device-to-device copy bandwidth in bytes/s (read + write counted), on CUDA; None elsewhere."""
-    if device.type != "cuda":
+    """Memory bandwidth of a large copy on `device` in bytes/s (read + write counted): CUDA and CPU; None elsewhere."""
+    if device.type not in ("cuda", "cpu"):
         return None
     src = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
+    if device.type == "cpu":
+        t0 = time.perf_counter()
+        for _ in range(5):
+            dst.copy_(src)
+        return 5 * 2 * src.nbytes / (time.perf_counter() - t0)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(10):
@@ -338,7 +357,7 @@ def _senders(name: str | None, layers: int | None, receiver_layers: int | None) 
 def _print_bandwidth(bw: dict) -> None:
     copy = bw["copy_bytes_per_s"]
     print(f"distance to the memory-bandwidth limit: {bw['weight_bytes_per_token'] / 1e9:.3f} GB of weights per decoded token"
-          + (f", device-to-device copy {copy / 1e12:.2f} TB/s" if copy else ""))
+          + (f", a large copy on the device {copy / 1e9:.1f} GB/s" if copy else ""))
     for mode in MODES:
         r = bw[mode]
         frac = f", {100 * r['fraction_of_copy_bandwidth']:.1f}% of copy bandwidth" if r["fraction_of_copy_bandwidth"] else ""
@@ -350,23 +369,28 @@ def _print_bandwidth(bw: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both")
-    p.add_argument("--model", default="checkpoints/tiny-qwen3", help="tasks workload backbone; its tokenizer serves the shape workload")
+    p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both",
+                   help="tasks: the shipped generators on their tasks; shape: a random model of a published shape with fixed lengths")
+    p.add_argument("--model", default="tiny", help="tasks workload backbone (tiny, smollm2-135m-instruct, a GGUF file, a directory); "
+                                                  "its tokenizer serves the shape workload")
+    p.add_argument("--message-cap", type=int, default=None,
+                   help="tasks workload: the most tokens a TextMAS sender may write; they stop where they choose below it "
+                        "(default: the task's evaluation budget)")
     p.add_argument("--sender-model", default=None, help="tasks workload: the senders' backbone for generators trained with another one (default: the one each records)")
     p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b", help="shape workload: published config of this model, random weights")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--layers", type=int, default=None, help="shape workload layers (default: all of the shape's on GPU, 4 on CPU)")
     p.add_argument("--sender-shape", choices=sorted(SHAPES), default=None,
                    help="shape workload: run the senders on a second random model of this shape (default: the receiver)")
     p.add_argument("--sender-layers", type=int, default=None, help="layers of --sender-shape (default: as --layers)")
     p.add_argument("--message-tokens", "-M", type=_lengths, default=[256],
                    help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
-    p.add_argument("--answer-tokens", "-R", type=int, default=128)
-    p.add_argument("--question-tokens", type=int, default=64)
+    p.add_argument("--answer-tokens", "-R", type=int, default=128, help="shape workload: tokens every receiver answer decodes")
+    p.add_argument("--question-tokens", type=int, default=64, help="shape workload: tokens of every question")
     p.add_argument("--queries", type=int, default=6, help="counted queries per block")
     p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the senders' role prefixes every query (the 'before' of that fast path)")
     p.add_argument("--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers")
@@ -387,9 +411,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.workload in ("tasks", "both"):
         report["tasks"] = {}
         for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup,
-                                      sender_model=a.sender_model):
+                                      sender_model=a.sender_model, message_cap=a.message_cap):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
+            _print_bandwidth(block["bandwidth"])
             save()
     if a.workload in ("shape", "both"):
         shape = get_shape(a.shape)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import tasks
+from . import catalog, tasks
 from .cli import user_errors
 from .modes import MODES, Pipeline, RunResult
 from .stats import percentile
@@ -46,9 +46,10 @@ def _variant(
     def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
         batch = [rewrite(e) for e in batch] if rewrite else batch
         read = [senders_read(e) for e in batch] if senders_read else batch
+        answer, message = tasks.budgets(batch[0].task)
         res = pipe.run_batch([e.question for e in batch], mode, [o.contexts for o in read],
                              sender_questions=[o.question for o in read] if senders_read else None,
-                             keep_senders=keep_senders, max_new_tokens=tasks.ANSWER_TOKENS, sender_max_new_tokens=tasks.MESSAGE_TOKENS)
+                             keep_senders=keep_senders, max_new_tokens=answer, sender_max_new_tokens=message)
         return [(r, e.answer) for r, e in zip(res, batch)]
     return run
 
@@ -110,24 +111,24 @@ def format_table(task: str, results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, help="relay | split | arith | kb (needs --sender-model) | kb@N (a fresh knowledge base, seed N) | jsonl:PATH")
+    p.add_argument("--task", required=True, help="note (a real model's) | relay | split | arith | kb (needs --sender-model) | kb@N (a fresh knowledge base, seed N) | jsonl:PATH")
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
     p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="checkpoints/tiny-qwen3", help="the receiver")
+    p.add_argument("--seed", type=int, default=0, help="which test queries are drawn (built-in tasks) and their order")
+    p.add_argument("--model", default="tiny", help="the receiver: tiny (the embedded world), smollm2-135m-instruct (fetched once), a GGUF file, a directory or a hub name")
     p.add_argument("--sender-model", default=None, help="the senders' backbone (default: the receiver's)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="train: the queries generators train on (kb: facts A)")
-    p.add_argument("--generator", default=None, help="default: checkpoints/generators/<task>")
-    p.add_argument("--static-adapter", default=None, help="default: checkpoints/static/<task> when it exists")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--shuffle-conditions", action="store_true")
-    p.add_argument("--sender-ablation", action="store_true")
-    p.add_argument("--swap-facts", action="store_true")
+    p.add_argument("--generator", default=None, help="default: the shipped generator trained on --task for --model")
+    p.add_argument("--static-adapter", default=None, help="default: the shipped static adapter trained on --task for --model, when there is one")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, default=1, help="queries run together (per-sample perturbations; answers equal one by one)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    p.add_argument("--shuffle-conditions", action="store_true", help="also run TFlow with each query's senders reading the next query (instance dependence)")
+    p.add_argument("--sender-ablation", action="store_true", help="also run TFlow with each sender's perturbation alone")
+    p.add_argument("--swap-facts", action="store_true", help="relay: also run with the senders holding another value (does the answer follow them?)")
     p.add_argument("--split-by-hash", action="store_true", help="jsonl: evaluate only the fifth of the file whose keys hash into the test bucket (the rest is for training)")
     p.add_argument("--skip-bad-rows", action="store_true", help="jsonl: skip malformed rows (with a count) instead of failing")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the report (every mode's accuracy, tokens, seconds) to this JSON file")
     p.add_argument("--csv", default=None, help="default: the --json path with .csv")
     a = p.parse_args(argv)
     if a.limit is not None and a.limit < 1:
@@ -143,9 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         skipped = tasks.load_jsonl(a.task[len("jsonl:"):], skip_bad_rows=True)[1]
         print(f"{a.task[len('jsonl:'):]}: evaluating {len(examples)} rows" + (f" ({skipped} bad rows skipped)" if skipped else ""), file=sys.stderr)
     torch.set_num_threads(a.threads)
-    name = a.task.replace("jsonl:", "").replace("/", "_")
-    generator = a.generator or (f"checkpoints/generators/{name}" if Path(f"checkpoints/generators/{name}").is_dir() else None)
-    static = a.static_adapter or (f"checkpoints/static/{name}" if Path(f"checkpoints/static/{name}").is_dir() else None)
+    found = catalog.trained_for(a.task, a.model), catalog.trained_for(a.task, a.model, static=True)
+    generator = a.generator or (str(found[0]) if found[0] else None)
+    static = a.static_adapter or (str(found[1]) if found[1] else None)
     if not ({"tflow", "textmas"} & set(modes) or a.shuffle_conditions or a.sender_ablation or a.swap_facts):
         generator = None  # no sender runs: e.g. a specialist answering alone (--model SPECIALIST --modes single)
     pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None,

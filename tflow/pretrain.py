@@ -58,6 +58,19 @@ class PretrainConfig:
     init: str = ""  # continue from this backbone directory (keeps its tokenizer)
     knows: str = ""  # comma-separated finite tasks (kb) whose held-out facts this backbone learns too: a specialist
 
+    HELP = {  # not annotated: a class attribute, not a field
+        "out": "output directory of the backbone (safetensors + tokenizer)", "steps": "optimizer steps",
+        "batch_size": "sequences per step", "lr": "peak learning rate (AdamW)", "warmup": "linear warm-up steps",
+        "weight_decay": "AdamW weight decay", "seed": "seed of the data and initialisation", "vocab_size": "tokenizer vocabulary size",
+        "hidden_size": "the model's hidden size", "num_layers": "decoder layers", "num_heads": "attention heads",
+        "num_kv_heads": "key/value heads (grouped-query attention)", "head_dim": "attention head width",
+        "intermediate_size": "MLP width", "max_positions": "longest sequence (rotary positions)",
+        "task_mix": "TASK:WEIGHT,... the tasks the pretraining sequences come from",
+        "kind_mix": "KIND:WEIGHT,... sequence kinds: sender, with_messages, alone (and bare: a fact alone)",
+        "threads": "CPU threads for torch", "init": "continue from this backbone directory (keeps its tokenizer)",
+        "knows": "comma-separated finite tasks (kb) whose held-out facts this backbone learns too: a specialist",
+    }
+
 
 def _mix(spec: str) -> tuple[list[str], list[float]]:
     names, weights = zip(*((k, float(v)) for k, v in (p.split(":") for p in spec.split(","))))

@@ -10,6 +10,9 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
 - kb: everyone sees the same question about an invented person (`How old is Tovi?`); only a
   specialist backbone knows the answer (`tflow/kb.py`). Train split: people of group A; test
   split: group B, whose facts no generator or static LoRA ever trains on.
+- note: natural language for a real instruct receiver (`tflow/notes.py`): both senders hold a
+  private note (`The door code is 418.`), the receiver is asked for it (`What is the door code?`
+  -> `418`); held-out values *and* phrasings make the test split.
 - jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
   split: evaluation uses every row of the file it is given, training every row of its own
   file. `hash_split=True` splits one file into train / test by key hash instead.
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kb
+from . import kb, notes
 
 NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon"]
 ITEMS = ["apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles"]
@@ -38,6 +41,13 @@ SUB = ["gives away {n} {item}", "loses {n} {item}", "sells {n} {item}"]
 
 # Generation budgets on the built-in tasks: the longest worked answer (an arith plan) is 40 tokens.
 ANSWER_TOKENS = MESSAGE_TOKENS = 48
+# A note's answer is its value (<= 6 tokens); a real sender's TextMAS message may run on.
+NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS = 16, 64
+
+
+def budgets(task: str) -> tuple[int, int]:
+    """(receiver answer, sender message) token budgets for evaluating `task`."""
+    return (NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS) if task == "note" else (ANSWER_TOKENS, MESSAGE_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class Example:
     contexts: tuple[str | None, ...] = (None, None)
     messages: dict[str, str] = field(default_factory=dict)
     worked: str = ""  # what the receiver says once it has been told something ("47 + 5 = 52", an arith plan)
+    held_out: bool = False  # note: drawn from the test split's values and templates
 
     @property
     def target(self) -> str:
@@ -81,8 +92,11 @@ def _relay(rng: random.Random) -> Example:
 
 def swap_fact(ex: Example, rng: random.Random) -> Example:
     """A relay example whose senders hold another value: the answer must follow the senders."""
+    if ex.task == "note":
+        fact, value = notes.swap(ex.contexts[0] or "", ex.answer, rng)
+        return Example("note", ex.question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=ex.held_out)
     if ex.task != "relay":
-        raise ValueError("swap_fact applies to relay examples only")
+        raise ValueError("swap_fact applies to relay and note examples only")
     m = re.fullmatch(r"The (\w+) is (\d+)\.", ex.contexts[0] or "")
     old = int(m.group(2))
     new = rng.choice([v for v in range(10, 100) if v != old])
@@ -90,6 +104,12 @@ def swap_fact(ex: Example, rng: random.Random) -> Example:
     answer = new if q is None else new + int(q.group(2)) if q.group(1) == "plus" else new - int(q.group(2))
     fact = f"The {m.group(1)} is {new}."
     return Example("relay", ex.question, str(answer), (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact})
+
+
+def _note(rng: random.Random) -> Example:
+    test = rng.random() < 0.2
+    fact, question, value = notes.draw(rng, test)
+    return Example("note", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test)
 
 
 def _split(rng: random.Random) -> Example:
@@ -150,14 +170,21 @@ def _kb(task: str, split: str | None, seed: int) -> list[Example]:
     return rows
 
 
-_BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith}
-TASKS = tuple(_BUILTIN)  # the senders run on the receiver's own backbone
+_BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith, "note": _note}
+TASKS = ("relay", "split", "arith")  # the embedded world's; the senders run on the receiver's own backbone
+REAL_MODEL_TASKS = ("note",)  # in natural language, for a real instruct receiver
 SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoints/tiny-qwen3-kb)
 
 
 def is_held_out(ex: Example) -> bool:
-    """Relay fact values ending in 7 are reserved for the test split."""
+    """Relay fact values ending in 7 are reserved for the test split; a note says which split it was drawn from."""
+    if ex.task == "note":
+        return ex.held_out
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
+
+
+def in_test_split(ex: Example) -> bool:
+    return ex.held_out if ex.task == "note" else _in_test(ex.key) or is_held_out(ex)
 
 
 def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> list[Example]:
@@ -179,14 +206,14 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             raise ValueError(f"task {task!r} has {len(rows)} {split} questions, fewer than {n}")
         return rows if n is None else rows[:n]
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
     if n is None:
         raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
     out, seen = [], set()
     for _ in range(200 * n + 1000):
         ex = make(rng)
-        if ex.key in seen or (_in_test(ex.key) or is_held_out(ex)) != want_test:
+        if ex.key in seen or in_test_split(ex) != want_test:
             continue
         seen.add(ex.key)
         out.append(ex)
@@ -205,13 +232,13 @@ def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bo
             raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
         while True:
             ex = make(rng)
-            if not (_in_test(ex.key) or is_held_out(ex)):
+            if not in_test_split(ex):
                 return ex
 
     return draw
@@ -286,7 +313,10 @@ def extract_answer(text: str) -> str | None:
 
 
 def is_correct(prediction: str, reference: str) -> bool:
-    """Numbers: the final number of each. A word reference (a kb friend): the prediction's last word."""
+    """Numbers: the final number of each. A word reference (a kb friend): the prediction's last word.
+    Anything else (a note's `7:45`, `C17`): the reference as a whole token of the prediction."""
+    if not re.fullmatch(rf"{_NUMBER}|[A-Za-z]+", reference.strip()):
+        return re.search(rf"(?<![\w:]){re.escape(reference.strip())}(?![\w:])", prediction, re.IGNORECASE) is not None
     want = extract_answer(reference)
     if want is None:
         words = re.findall(r"[A-Za-z]+", prediction)

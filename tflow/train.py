@@ -56,7 +56,7 @@ from .train_memory import MemoryEstimate
 @dataclass
 class TrainConfig:
     task: str = "relay"
-    model: str = "checkpoints/tiny-qwen3"
+    model: str = "tiny"
     sender_model: str = ""  # the senders' backbone (default: the receiver's, --model)
     out: str = ""  # default: checkpoints/generators/<task> or checkpoints/static/<task>
     static: bool = False
@@ -80,6 +80,25 @@ class TrainConfig:
     skip_bad_rows: bool = False  # jsonl: skip malformed rows instead of failing
     arch: str = "grid"  # generator architecture: grid (ours) or release (the paper's)
     generator: GeneratorConfig | ReleaseConfig = field(default_factory=GeneratorConfig)  # the arch's; rank and alpha also shape --static
+
+    HELP = {  # not annotated: a class attribute, not a field
+        "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N or jsonl:PATH",
+        "model": "the frozen receiver: tiny, smollm2-135m-instruct (fetched once), a GGUF file, a directory or a hub name",
+        "sender_model": "the senders' backbone (default: the receiver's)",
+        "out": "output directory (default: checkpoints/generators/<task> or checkpoints/static/<task>)",
+        "static": "train one query-independent PEFT LoRA instead (the ablation), same rank, targets, data and steps",
+        "steps": "optimizer steps", "batch_size": "examples per step (split across processes)", "lr": "peak learning rate (AdamW)",
+        "warmup": "linear warm-up steps before the cosine decay", "weight_decay": "AdamW weight decay", "seed": "seed of the data stream and initialisation",
+        "eval_every": "steps between dev evaluations (each writes a checkpoint)", "eval_size": "dev examples (drawn from the train split)",
+        "resume": "continue from the checkpoint and optimizer state in the output directory", "threads": "CPU threads for torch",
+        "device": "auto, cpu, cuda, cuda:N or mps", "dtype": "the frozen receiver's precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16",
+        "generator_dtype": "the generator's weights, gradients and AdamW state: fp32 or bf16",
+        "gradient_checkpointing": "recompute the receiver's layers in backward (less activation memory, ~1/3 more compute)",
+        "shape": "train against a random receiver of this published shape (qwen3-0.6b, qwen3-4b, qwen3-8b): cost only",
+        "layers": "with --shape: only the first N layers (0: all)",
+        "hash_split": "jsonl: train on the 4/5 of the file outside the test hash bucket",
+        "skip_bad_rows": "jsonl: skip malformed rows instead of failing", "arch": "generator architecture: grid (ours) or release (the paper's)",
+    }
 
     def output_dir(self) -> Path:
         if self.out:
@@ -113,6 +132,16 @@ def receiver_batch(backbone: Backbone, examples: list[tasks.Example], roles: Rol
         prompt = build_prompt(backbone, roles.receiver, ex.question).input_ids
         rows.append((prompt + tok(ex.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], len(prompt)))
     return pad_with_labels(rows, tok.pad_token_id, backbone.device)
+
+
+def answer_loss(causal_lm: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the labelled (answer) tokens, the LM head run on those positions only:
+    the same loss as `model(..., labels=labels).loss`, without a 49k-row head over every prompt token."""
+    hidden = causal_lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    targets = labels[:, 1:]
+    where = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][where])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[where])
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -168,14 +197,14 @@ class _Objective:
         model.train(self.cfg.gradient_checkpointing)
         try:
             if self.cfg.static:
-                yield module(input_ids=ids, attention_mask=mask, labels=labels).loss
+                yield answer_loss(module.get_base_model(), ids, mask, labels)
                 return
             senders = self.roles.senders
             contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
             states, _ = sender_states(self.senders, sender_prompts(self.senders, senders, [ex.question for ex in batch], contexts))
             pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
             with lora.apply(model, pert, merge=False):
-                yield model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                yield answer_loss(model, ids, mask, labels)
         finally:
             model.eval()
 
@@ -183,9 +212,9 @@ class _Objective:
         self.module.eval()
         if self.cfg.static:  # the adapter is injected into the receiver: plain generation is "static"
             prompts = [build_prompt(self.backbone, self.roles.receiver, e.question).input_ids for e in dev]
-            answers = [g.text for g in generate(self.backbone, prompts, tasks.ANSWER_TOKENS, GenerationSettings())]
+            answers = [g.text for g in generate(self.backbone, prompts, tasks.budgets(self.cfg.task)[0], GenerationSettings())]
         else:
-            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=tasks.ANSWER_TOKENS)
+            results = self.pipe.run_batch([e.question for e in dev], "tflow", [e.contexts for e in dev], max_new_tokens=tasks.budgets(self.cfg.task)[0])
             self.pipe.clear_cache()
             answers = [r.answer for r in results]
         self.module.train()
@@ -297,23 +326,23 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per (scalar) field of a dataclass config, with its default and type."""
+    """One --flag per (scalar) field of a dataclass config, with its default, type and the help its class's HELP gives."""
     for f in fields(config):
         if f.name in skip:
             continue
-        default = getattr(config, f.name)
+        default, text = getattr(config, f.name), type(config).HELP[f.name]
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true")
+            parser.add_argument(flag, action="store_true", help=text)
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=type(default), default=default, help=f"{text} (default: {default!r})")
 
 
 @user_errors
 def main(argv: list[str] | None = None) -> None:
     # --arch decides which size flags exist (each architecture's config fields), so it is read first.
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--arch", choices=sorted(ARCHES), default="grid")
+    pre.add_argument("--arch", choices=sorted(ARCHES), default="grid", help=TrainConfig.HELP["arch"])
     config_class = ARCHES[pre.parse_known_args(argv)[0].arch].config_class
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_flags(parser, TrainConfig(), skip=("generator",))

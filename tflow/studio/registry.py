@@ -44,6 +44,8 @@ class StudioConfig:
     """Where the backbone and checkpoints are and how the server behaves."""
 
     model: str
+    fallback_model: str | None = None  # loaded, with a note in the header, when `model` cannot be (fetched or read)
+    fallback_sender_model: str | None = None  # the fallback world's specialist
     generator: str | None = None
     sender_model: str | None = None  # a specialist backbone for the generators whose checkpoints record it  # an extra generator directory, selected by default
     checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
@@ -87,6 +89,12 @@ class Checkpoint:
         return f"{self.key} · {self.describe()}"
 
 
+def _for_another_backbone(e: Exception) -> bool:
+    """A generator or static adapter whose shapes belong to another receiver (not a broken file)."""
+    text = str(e)
+    return (isinstance(e, GeneratorMismatchError) and text.startswith("wrong receiver")) or " has shape " in text or "does not belong" in text
+
+
 def _subdirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
 
@@ -103,13 +111,23 @@ class Studio:
 
     def __init__(self, cfg: StudioConfig):
         self.cfg = cfg
-        self.backbone = load_backbone(cfg.model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        self.notes: list[str] = []
+        model, sender_model = cfg.model, cfg.sender_model
+        try:
+            self.backbone = load_backbone(model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        except ValueError as e:
+            if not cfg.fallback_model:
+                raise
+            log.warning("%s; starting on %s instead", e, cfg.fallback_model)
+            self.notes.append(f"{model} could not be loaded ({e}); this is the embedded fallback world ({cfg.fallback_model})")
+            model, sender_model = cfg.fallback_model, cfg.fallback_sender_model
+            self.backbone = load_backbone(model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
         self.sender_backbone = None
-        if cfg.sender_model and cfg.sender_model != cfg.model:
-            self.sender_backbone = load_backbone(cfg.sender_model, self.backbone.device, self.backbone.dtype,
+        if sender_model and sender_model != model:
+            self.sender_backbone = load_backbone(sender_model, self.backbone.device, self.backbone.dtype,
                                                  trust_remote_code=cfg.trust_remote_code)
-        self.notes: list[str] = []
+        self._other_backbones: list[str] = []
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
         self.generators = {NONE: Checkpoint(NONE, untrained, None, {}, None)}
         root = Path(cfg.checkpoints)
@@ -119,9 +137,12 @@ class Studio:
         self.statics: dict[str, Checkpoint] = {}
         for path in _subdirs(root / "static"):
             self._add(self.statics, path, self._load_static)
-        # the kb examples need the specialist's generator: shown only when one was loaded
-        self.examples = [e for e in json.loads((ASSETS / "examples.json").read_text())
-                         if e["task"] not in tasks.SPECIALIST_TASKS or self.generator_for(e["task"])]
+        if self._other_backbones:
+            self.notes.append(f"{len(self._other_backbones)} checkpoints trained for other backbones are not offered: "
+                              + ", ".join(self._other_backbones))
+        # the examples of the tasks this backbone has trained generators for (none: the embedded world's built-in tasks)
+        every = json.loads((ASSETS / "examples.json").read_text())
+        self.examples = [e for e in every if self.generator_for(e["task"])] or [e for e in every if e["task"] in tasks.TASKS]
         if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
             self.default_generator = next((k for k, c in self.generators.items() if c.path == str(Path(cfg.generator))), NONE)
         else:
@@ -139,6 +160,9 @@ class Studio:
         try:
             ck = load(path)
         except (ValueError, OSError) as e:
+            if _for_another_backbone(e):  # expected with several worlds in one folder: one line for all of them
+                self._other_backbones.append(f"{path.parent.name}/{path.name}")
+                return
             self.notes.append(f"skipped {path}: {e}")
             log.warning("skipped %s: %s", path, e)
             return
@@ -193,14 +217,20 @@ class Studio:
         hit = self._features.get(key)
         if hit is not None:
             return hit
-        own = self.generators[generator].sender is not None  # a specialist's generator: the questions it knows about
-        batch = [ex for task in (tasks.SPECIALIST_TASKS if own else tasks.TASKS)
-                 for ex in tasks.examples(task, "test", QUERIES_PER_TASK * (len(tasks.TASKS) if own else 1), seed=1)]
+        batch = [ex for task in self.query_tasks(generator)
+                 for ex in tasks.examples(task, "test", QUERIES_PER_TASK * len(tasks.TASKS) // len(self.query_tasks(generator)), seed=1)]
         pipe = self.pipeline(generator, NONE)
         pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
         features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
         self._features.put(key, (features, batch))
         return features, batch
+
+    def query_tasks(self, generator: str) -> tuple[str, ...]:
+        """The tasks whose test questions the across-queries view embeds: a specialist's or a real model's generator,
+        its own task; else the embedded world's built-in tasks."""
+        task = self.generators[generator].task
+        own = task in tasks.REAL_MODEL_TASKS or (task is not None and tasks.is_specialist(task))
+        return (task,) if own else tasks.TASKS
 
     def warm_up(self) -> None:
         """One tiny run per mode, so the first user's timings do not include lazy initialisation."""
@@ -220,8 +250,8 @@ def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
 
 
 def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
-    """The page's example questions: test-split examples of every built-in task, then the specialist's."""
-    order = ("split", "relay", "arith", *tasks.SPECIALIST_TASKS)
+    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the specialist's."""
+    order = (*tasks.REAL_MODEL_TASKS, "split", "relay", "arith", *tasks.SPECIALIST_TASKS)
     return [{"task": ex.task, "question": ex.question, "contexts": list(ex.contexts), "answer": ex.answer}
             for task in order for ex in tasks.examples(task, "test", per_task, seed)]
 

@@ -1,0 +1,65 @@
+"""The Studio on the real model (SmolLM2-135M-Instruct, fetched by name) in headless Chromium: a note
+example through every mode with the senders' real TextMAS messages, the 30 x 7 perturbation heatmap,
+the causal section, and screenshots (into TFLOW_STUDIO_SCREENSHOTS when set)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from studio_server import Studio, studio
+from test_browser import Session, assert_no_error_toast, browse, dismiss_toasts, open_tab, shoot, wait_for_figure
+from tflow import tasks
+from tflow.studio.registry import build_examples
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def real_app() -> Studio:
+    return studio(model="smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def real_session(real_app: Studio) -> Iterator[Session]:
+    yield from browse(real_app)
+
+
+def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real_session: Session, tmp_path: Path) -> None:
+    page = real_session.page
+    header = page.locator("#studio-header").inner_text()
+    assert "smollm2-135m-instruct" in header and "30 layers" in header and "hidden 576" in header, header
+    note = next(e for e in build_examples() if e["task"] == "note")
+    first = page.locator("#examples tbody tr").first
+    assert note["question"] in first.inner_text()  # the real model's own task comes first
+    first.click()
+    page.wait_for_function("q => document.querySelector('#question textarea').value === q", arg=note["question"])
+    shoot(page, tmp_path, "real-1-ask")
+    real_session.run()
+    tflow_answer = page.locator("#answer-tflow textarea").input_value()
+    single_answer = page.locator("#answer-single textarea").input_value()
+    assert tasks.is_correct(tflow_answer, note["answer"]), tflow_answer
+    assert not tasks.is_correct(single_answer, note["answer"]), single_answer
+    page.get_by_text("Senders' messages").click()
+    page.wait_for_function("() => (document.querySelector('#textmas-messages')?.innerText || '').length > 20")
+    shoot(page, tmp_path, "real-2-compare")
+
+    open_tab(page, "Perturbation")
+    wait_for_figure(page, "pert-heatmap", "Size of ΔW")
+    heat = page.evaluate("() => document.querySelector('#pert-heatmap .js-plotly-plot').data[0]")
+    assert len(heat["z"]) == 30 and len(heat["z"][0]) == 7
+    shoot(page, tmp_path, "real-3-perturbation")
+    page.click("#causal-btn")
+    for plot, title in (("causal-effects", "Effect of removing"), ("causal-sweep", "How much of the answer")):
+        wait_for_figure(page, plot, title)
+    page.wait_for_function("() => document.querySelector('#causal-status').innerText.includes('computed in')")
+    sweep = page.evaluate("() => document.querySelector('#causal-sweep .js-plotly-plot').data[0]")
+    assert sweep["customdata"][4] == tflow_answer
+    dismiss_toasts(page)
+    shoot(page, tmp_path, "real-4-causal")
+
+    open_tab(page, "Activations")
+    wait_for_figure(page, "hidden-plot", "hidden states on the question tokens")
+    shoot(page, tmp_path, "real-5-activations")
+    assert_no_error_toast(page)

@@ -1,0 +1,46 @@
+"""Which shipped checkpoint was trained for a (receiver, task): the defaults of `evaluate` and `bench`.
+
+Generators record their receiver's name and task in `generator_config.json`, static adapters in
+`training.json`; several worlds (the embedded tiny Qwen3, SmolLM2, ...) share one checkpoints folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .sources import known_as, source_checkpoints
+
+
+def _recorded(directory: Path, static: bool) -> tuple[str, str] | None:
+    """(receiver name, task) a checkpoint directory records, or None when it records neither."""
+    try:
+        if static:
+            meta = json.loads((directory / "training.json").read_text())
+            return str(meta.get("config", {}).get("model", "")), str(meta.get("task", ""))
+        card = json.loads((directory / "generator_config.json").read_text())
+        return str(card.get("backbone", {}).get("name", "")), str(card.get("meta", {}).get("task", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def trained_for(task: str, model: str, static: bool = False, root: Path | None = None) -> Path | None:
+    """The generator (or static adapter) under `root` trained on `task` for the receiver `model`.
+    Among several, the one named after the task comes first (the embedded world's layout)."""
+    root = root or source_checkpoints()
+    folder = root / ("static" if static else "generators")
+    name = task.replace("jsonl:", "").replace("/", "_")
+    want = known_as(model)
+    candidates = sorted(folder.iterdir(), key=lambda d: d.name != name) if folder.is_dir() else []
+    for d in candidates:
+        rec = _recorded(d, static)
+        if rec is not None and rec[1] == task and known_as(rec[0]) == want:
+            return _short(d)
+    return None
+
+
+def _short(path: Path) -> Path:
+    """Relative to the working directory when under it (what reports record)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

@@ -1,0 +1,95 @@
+"""Natural-language relay for a real instruct receiver: the `note` task.
+
+A sender holds a private note (a door code, a time, a room, a contact's name, a quantity, a
+city, a colour); the receiver, who sees only the question, is asked about it. Both the values
+and the phrasings are split between train and test: a test example states a held-out value
+with a held-out fact template and asks with a held-out question template, so the test split
+measures reading the sender, not recalling a template or a value seen in training.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+FIRST_NAMES = ("Alice", "Bruno", "Chloe", "Daniel", "Elena", "Felix", "Grace", "Hugo", "Irene", "Jonas", "Karen", "Leo",
+               "Maria", "Nadia", "Oscar", "Paula", "Quentin", "Rosa", "Simon", "Tara", "Umar", "Vera", "Walter", "Xenia",
+               "Yusuf", "Zoe", "Marco", "Priya", "Lukas", "Hana", "Omar", "Ingrid", "Pedro", "Sofia", "Tomas", "Amara")
+CITIES = ("Lisbon", "Oslo", "Vienna", "Madrid", "Dublin", "Prague", "Athens", "Warsaw", "Berlin", "Rome", "Paris", "Helsinki",
+          "Zurich", "Budapest", "Munich", "Seville", "Porto", "Krakow", "Milan", "Lyon", "Geneva", "Bergen", "Tallinn", "Riga")
+COLOURS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "silver", "brown", "pink", "grey")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One kind of note: its values, and the (train, test) templates that state it and ask for it."""
+
+    name: str
+    values: tuple[str, ...]
+    facts: tuple[tuple[str, ...], tuple[str, ...]]  # format with {v}
+    questions: tuple[tuple[str, ...], tuple[str, ...]]
+
+
+SLOTS = (
+    Slot("code", tuple(str(v) for v in range(100, 1000)),
+         (("The door code is {v}.", "Remember: the code for the door is {v}.", "The code to open the door is {v}.",
+           "Door code: {v}."),
+          ("The door opens with the code {v}.", "Note that the door's code is {v}.")),
+         (("What is the door code?", "Which code opens the door?", "What code do I type at the door?"),
+          ("Tell me the door code.", "What is the code for the door?"))),
+    Slot("time", tuple(f"{h}:{m:02d}" for h in range(1, 13) for m in range(0, 60, 5)),
+         (("The train leaves at {v}.", "Our train departs at {v}.", "Train departure: {v}.", "The train is at {v}."),
+          ("The train will leave at {v}.", "Note: the train goes at {v}.")),
+         (("When does the train leave?", "What time is the train?", "At what time does the train depart?"),
+          ("Tell me when the train leaves.", "What time does our train go?"))),
+    Slot("room", tuple(f"{c}{n}" for c in "ABCDEFGH" for n in range(1, 41)),
+         (("The meeting is in room {v}.", "We meet in room {v}.", "Meeting room: {v}.", "The meeting takes place in room {v}."),
+          ("The meeting will be held in room {v}.", "Note: meeting in room {v}.")),
+         (("Which room is the meeting in?", "Where is the meeting?", "In which room do we meet?"),
+          ("Tell me the meeting room.", "What room is the meeting in?"))),
+    Slot("name", FIRST_NAMES,
+         (("The contact person is {v}.", "Ask for {v} at the front desk.", "Our contact is {v}.", "Contact: {v}."),
+          ("The person to ask for is {v}.", "Note: the contact's name is {v}.")),
+         (("Who is the contact person?", "Whom should I ask for?", "What is the contact's name?"),
+          ("Tell me the name of the contact.", "Who is our contact?"))),
+    Slot("boxes", tuple(str(v) for v in range(2, 100)),
+         (("{v} boxes arrived today.", "Today we received {v} boxes.", "Boxes delivered today: {v}.", "The delivery today was {v} boxes."),
+          ("A delivery of {v} boxes came in today.", "Note: {v} boxes arrived today.")),
+         (("How many boxes arrived today?", "How many boxes did we receive today?", "What was today's box count?"),
+          ("Tell me how many boxes came today.", "How many boxes were delivered today?"))),
+    Slot("city", CITIES,
+         (("The conference is in {v}.", "This year's conference takes place in {v}.", "Conference city: {v}.",
+           "We are going to {v} for the conference."),
+          ("The conference will be held in {v}.", "Note: the conference city is {v}.")),
+         (("Where is the conference?", "In which city is the conference?", "Which city hosts the conference?"),
+          ("Tell me the conference city.", "What city is the conference in?"))),
+    Slot("colour", COLOURS,
+         (("The car is {v}.", "Look for a {v} car.", "Car colour: {v}.", "The rental car is {v}."),
+          ("Our car will be the {v} one.", "Note: the car's colour is {v}.")),
+         (("What colour is the car?", "Which colour is the car?", "What colour should I look for?"),
+          ("Tell me the colour of the car.", "What is the car's colour?"))),
+)
+
+
+def is_held_out_value(slot: Slot, value: str) -> bool:
+    """One value in five of each slot is reserved for the test split (by hash, so stable across versions)."""
+    return int(hashlib.sha1(f"note/{slot.name}/{value}".encode()).hexdigest(), 16) % 5 == 0
+
+
+def draw(rng: random.Random, test: bool) -> tuple[str, str, str]:
+    """(fact, question, value) from the test split (held-out value and templates) or the train split."""
+    slot = rng.choice(SLOTS)
+    value = rng.choice([v for v in slot.values if is_held_out_value(slot, v) == test])
+    split = 1 if test else 0
+    return rng.choice(slot.facts[split]).format(v=value), rng.choice(slot.questions[split]), value
+
+
+def swap(fact: str, value: str, rng: random.Random) -> tuple[str, str]:
+    """The same note stated with another value of its slot (from the same split): (fact, value)."""
+    for slot in SLOTS:
+        for template in (*slot.facts[0], *slot.facts[1]):
+            if value in slot.values and template.format(v=value) == fact:
+                held_out = is_held_out_value(slot, value)
+                new = rng.choice([v for v in slot.values if v != value and is_held_out_value(slot, v) == held_out])
+                return template.format(v=new), new
+    raise ValueError(f"not a note fact: {fact!r}")
