@@ -16,6 +16,7 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tflow.evaluate import format_table  # noqa: E402
 from tflow.generators import ARCHES  # noqa: E402
+from tflow.sources import known_as  # noqa: E402
 from tflow.train import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,9 @@ def train_command(card: dict) -> str:
     cfg, arch = card["meta"]["config"], card.get("arch", "grid")
     defaults, sizes = asdict(TrainConfig()), asdict(ARCHES[arch].config_class())
     flags = [f"--task {cfg['task']}"] + ([f"--arch {arch}"] if arch != "grid" else [])
-    flags += [f"--{k.replace('_', '-')} {v}" for k, v in cfg.items() if k in defaults and k not in ("task", "arch", "out", "generator") and v != defaults[k]]
+    same = {"model": lambda v: known_as(v) == known_as(defaults["model"])}  # "checkpoints/tiny-qwen3" is the default "tiny"
+    flags += [f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
+              if k in defaults and k not in ("task", "arch", "out", "generator") and v != defaults[k] and not same.get(k, lambda v: False)(v)]
     flags += [f"--{k.replace('_', '-')} {v}" for k, v in cfg["generator"].items() if v != sizes[k]]
     return "python -m tflow.train " + " ".join(flags)
 

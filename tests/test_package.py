@@ -113,17 +113,61 @@ def test_module_sizes_and_the_studios_import_direction():
         assert "gradio" not in path.read_text(), f"library module {path.name} mentions gradio"
 
 
+def test_the_studio_starts_on_the_real_model_and_falls_back_to_the_embedded_world_with_its_specialist():
+    args = cli.parse_args([])
+    assert (args.model, args.fallback_model, Path(args.fallback_sender_model).name) == ("smollm2-135m-instruct", "tiny", "tiny-qwen3-kb")
+    assert args.sender_model is None
+    explicit = cli.parse_args(["--model", "smollm2-135m-instruct"])
+    assert explicit.fallback_model is None, "a model asked for by name does not fall back silently"
+
+
 def test_the_embedded_backbone_brings_its_specialist_unless_told_otherwise():
-    assert Path(cli.parse_args([]).sender_model).name == "tiny-qwen3-kb"
-    assert cli.parse_args(["--sender-model", "none"]).sender_model is None
+    assert Path(cli.parse_args(["--model", "tiny"]).sender_model).name == "tiny-qwen3-kb"
+    assert Path(cli.parse_args(["--model", str(ROOT / "checkpoints" / "tiny-qwen3")]).sender_model).name == "tiny-qwen3-kb"
+    assert cli.parse_args(["--model", "tiny", "--sender-model", "none"]).sender_model is None
     assert cli.parse_args(["--model", "some/other-model"]).sender_model is None
     assert cli.parse_args(["--model", "a", "--sender-model", "b"]).sender_model == "b"
 
 
 def test_a_sender_model_that_cannot_load_is_one_line_and_exit_2():
-    out = subprocess.run([script("tflow-studio"), "--sender-model", "/no/such/specialist", "--device", "cpu"],
+    out = subprocess.run([script("tflow-studio"), "--model", "tiny", "--sender-model", "/no/such/specialist", "--device", "cpu"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("TFlow Studio cannot start: ") and "/no/such/specialist" in last, out.stderr
+
+
+def _parsers_of(module: str) -> list:
+    """The argparse parsers a command's main builds (captured at parse time, nothing runs)."""
+    import argparse
+    import importlib
+
+    class Parsed(Exception):
+        pass
+
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise Parsed
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        importlib.import_module(module).main([])
+    except Parsed:
+        pass
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    return seen
+
+
+@pytest.mark.parametrize("module", ["tflow.train", "tflow.evaluate", "tflow.bench", "tflow.pretrain", "tflow.convert_release",
+                                    "tflow.studio.cli"])
+def test_every_flag_of_every_command_has_a_help_string(module):
+    parsers = _parsers_of(module)
+    assert parsers, f"{module}.main built no parser"
+    for parser in parsers:
+        missing = [a.option_strings[0] for a in parser._actions if a.option_strings and a.help is None]
+        assert not missing, f"{module}: flags without help: {missing}"

@@ -152,3 +152,17 @@ def test_without_the_specialist_its_generator_is_skipped_with_a_note_and_its_exa
         assert "the receiver, role-prompted" in header_html(studio, "relay")
     finally:
         studio.close()
+
+
+def test_a_model_that_cannot_be_loaded_falls_back_to_the_embedded_world_with_a_note_in_the_header(tmp_path) -> None:
+    studio = Studio(StudioConfig(model=str(tmp_path / "unreachable.gguf"), fallback_model="tiny",
+                                 fallback_sender_model=str(ROOT / "checkpoints" / "tiny-qwen3-kb"),
+                                 checkpoints=str(ROOT / "checkpoints"), device="cpu"))
+    try:
+        assert studio.backbone.name == "checkpoints/tiny-qwen3" and "kb" in studio.generators
+        header = header_html(studio, studio.default_generator)
+        assert "unreachable.gguf could not be loaded" in header and "embedded fallback world" in header
+        assert not any(n.startswith("skipped") for n in studio.notes), studio.notes  # the real model's checkpoints: one line
+        assert all(e["task"] not in tasks.REAL_MODEL_TASKS for e in studio.examples)
+    finally:
+        studio.close()

@@ -204,6 +204,11 @@ class Prompt:
     question_span: tuple[int, int]
     prefix_len: int = 0
 
+    def span(self, condition: str = "question") -> tuple[int, int]:
+        """The tokens a sender's condition keeps: the question's ("question", the paper's), or the whole user
+        message's ("message": a private context, then the question; what a real LLM's context tokens hold)."""
+        return self.question_span if condition == "question" else (self.prefix_len, self.question_span[1])
+
 
 def user_content(question: str, context: str | None = None, messages: dict[str, str] | None = None) -> tuple[str, int]:
     """The user turn: private context (before the question, so the question's states carry it
@@ -271,7 +276,7 @@ def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, devi
 
 
 @torch.no_grad()
-def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> tuple[list[torch.Tensor], list[int]]:
+def sender_states(backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question") -> tuple[list[torch.Tensor], list[int]]:
     """One batched prefill of all sender prompts (no LM head, no generation).
 
     Only what the question's states depend on is run: the role prefix comes from the
@@ -293,8 +298,8 @@ def sender_states(backbone: Backbone, prompts: Sequence[Prompt]) -> tuple[list[t
         kwargs = {"cache": cache, "position_ids": positions}
         mask = torch.cat([prefix_mask, mask], dim=1)
     out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=cached, **kwargs)
-    states = [torch.stack([h[i, p.question_span[0] - s : p.question_span[1] - s] for h in out.hidden_states])
-              for i, (s, p) in enumerate(zip(starts, prompts))]
+    spans = [p.span(condition) for p in prompts]
+    states = [torch.stack([h[i, lo - s : hi - s] for h in out.hidden_states]) for i, (s, (lo, hi)) in enumerate(zip(starts, spans))]
     return states, [len(r) + (s if new else 0) for r, s, new in zip(rows, starts, computed)]
 
 

@@ -268,7 +268,8 @@ class Pipeline:
         s = len(roles.senders)
         flat = sender_prompts(self.sender_backbone, roles.senders, questions, contexts)
         self._check_fits(flat, 0, self.sender_backbone)
-        states, processed = sender_states(self.sender_backbone, flat)
+        condition = self.generator.config.condition
+        states, processed = sender_states(self.sender_backbone, flat, condition)
         def per_query(xs: list) -> list[list]:
             return [xs[i : i + s] for i in range(0, len(xs), s)]
 
@@ -281,7 +282,7 @@ class Pipeline:
         t2 = time.perf_counter()
         tok = self.sender_backbone.tokenizer
         views = [
-            [SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[p.question_span[0]:p.question_span[1]]), states[i * s + j].cpu())
+            [SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[slice(*p.span(condition))]), states[i * s + j].cpu())
              for j, (a, p) in enumerate(zip(roles.senders, row))]
             for i, row in enumerate(prompts)
         ]

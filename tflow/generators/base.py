@@ -54,6 +54,8 @@ def check_config_types(config) -> None:
         want = {"int": int, "float": (int, float), "str": str}[f.type]
         if isinstance(v, bool) or not isinstance(v, want):
             raise ValueError(f"generator config: {f.name} must be {f.type}, got {v!r}")
+    if getattr(config, "condition", "question") not in ("question", "message"):
+        raise ValueError(f"generator config: condition must be 'question' or 'message', got {config.condition!r}")
 
 
 def stack_conditions(states: list[torch.Tensor], senders: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,10 @@ class GeneratorConfig:
     chunk_size: int = 512  # values of a flattened factor produced by one parameter token
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
+    condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
 
     HELP = {  # not annotated: a class attribute, not a field
+        "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
         "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
         "d_model": "width of the generator's parameter tokens", "n_heads": "attention heads of the generator",
         "n_blocks": "generator blocks (layer-axis, within-layer and cross attention, MLP)", "mlp_ratio": "MLP width / d_model",

@@ -46,8 +46,10 @@ class ReleaseConfig:
     output_scale: float = 0.01
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
 
     HELP = {  # not annotated: a class attribute, not a field
+        "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
         "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
         "d_model": "width of the generator's parameter tokens", "head_dim": "attention head width (a multiple of 4, divides d_model)",
         "n_blocks": "generator blocks", "token_dim": "width of the output heads (the release's output_dim)",
