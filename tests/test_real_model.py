@@ -118,16 +118,20 @@ def test_a_gguf_architecture_transformers_cannot_read_is_one_line(tmp_path):
         sources.resolve(str(path), progress=lambda line: None)
 
 
-def test_every_mode_runs_on_the_real_model_and_tflow_reads_a_held_out_note(note_pipe):
+def test_every_mode_runs_on_the_real_model_and_tflow_reads_held_out_notes(note_pipe):
     ex = tasks.examples("note", "test", 1, seed=3)[0]
     modes = ["single", "textmas", "tflow"] + (["static"] if note_pipe.static is not None else [])
     results = {m: note_pipe.run(ex.question, m, list(ex.contexts), max_new_tokens=12, sender_max_new_tokens=24) for m in modes}
     for m, r in results.items():
         assert r.answer.strip() and r.usage.total_tokens > 0, m
-    assert results["tflow"].usage.by_agent["Executor"].prompt_tokens == results["single"].usage.by_agent["Executor"].prompt_tokens
-    assert results["textmas"].usage.total_tokens > results["tflow"].usage.total_tokens
-    assert tasks.is_correct(results["tflow"].answer, ex.answer), (ex, results["tflow"].answer)
-    assert not tasks.is_correct(results["single"].answer, ex.answer), results["single"].answer
+    assert results["tflow"].receiver_prompt_tokens == results["single"].receiver_prompt_tokens  # the note is in no receiver prompt
+    assert results["textmas"].usage.total_tokens > results["tflow"].paper_tokens
+    # 8 held-out notes (values and phrasings never trained on), batched: the evaluation's 200 give the accuracy
+    exs = tasks.examples("note", "test", 8, seed=11)
+    for mode, at_least, at_most in (("tflow", 6, 8), ("single", 0, 1)):
+        out = note_pipe.run_batch([e.question for e in exs], mode, [list(e.contexts) for e in exs], max_new_tokens=12)
+        right = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(out, exs))
+        assert at_least <= right <= at_most, (mode, right, [r.answer for r in out])
 
 
 def test_a_batch_on_the_real_model_equals_one_by_one(note_pipe):

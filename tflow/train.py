@@ -247,9 +247,10 @@ def check_fits(obj: _Objective, cfg: TrainConfig, examples: list[tasks.Example])
     """Refuse, before the first step, a configuration whose estimate exceeds the free memory."""
     if cfg.static:
         return None
-    ids, _, _ = receiver_batch(obj.backbone, examples, obj.roles)
+    ids, _, labels = receiver_batch(obj.backbone, examples, obj.roles)
+    answer_tokens = int((labels != -100).sum()) * cfg.batch_size // len(examples)  # the LM head runs there only
     est = train_memory.estimate(obj.backbone, obj.module, cfg.batch_size, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders),
-                                obj.senders)
+                                obj.senders, logit_tokens=answer_tokens)
     free = lora.free_bytes(obj.backbone.device)
     if free is not None and est.to_allocate > free:
         advice = "" if cfg.gradient_checkpointing else "--gradient-checkpointing, "

@@ -12,6 +12,7 @@ parameter tokens. It is an order of magnitude, not an allocator model.
 """
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -34,31 +35,45 @@ class MemoryEstimate:
     logits: int
     generator_activations: int
     sender_weights: int = 0  # the senders' own backbone, when it is not the receiver
+    runtime: int = 0  # CPU: the process's resident memory beyond the weights (interpreter, libraries), measured
+    peak_so_far: int = 0  # CPU: the process's peak resident set before training (loading may pass the steps' peak)
 
     @property
     def to_allocate(self) -> int:
         """What training adds to the backbones, which are already loaded."""
-        return self.total - self.weights - self.sender_weights
+        return self.generator + self.activations + self.logits + self.generator_activations
 
     @property
     def total(self) -> int:
-        return self.weights + self.sender_weights + self.generator + self.activations + self.logits + self.generator_activations
+        steps = self.weights + self.sender_weights + self.runtime + self.to_allocate
+        return max(steps, self.peak_so_far)
 
     def describe(self) -> str:
         senders = f"sender backbone weights {gib(self.sender_weights)}, " if self.sender_weights else ""
         return (f"~{gib(self.total)} (receiver weights {gib(self.weights)}, {senders}generator + AdamW {gib(self.generator)}, "
                 f"receiver activations {gib(self.activations)}, logits {gib(self.logits)}, "
-                f"generator activations {gib(self.generator_activations)})")
+                + (f"process runtime {gib(self.runtime)}, " if self.runtime else "")
+                + f"generator activations {gib(self.generator_activations)})")
 
 
 def _nbytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, checkpointing: bool, senders: int = 2,
-             sender_backbone: Backbone | None = None) -> MemoryEstimate:
+             sender_backbone: Backbone | None = None, logit_tokens: int | None = None) -> MemoryEstimate:
     """For `batch` receiver sequences of `seq_len` tokens and their `senders` conditions each
-    (sender_backbone: the senders' own model, when it is not the receiver)."""
+    (sender_backbone: the senders' own model, when it is not the receiver; logit_tokens: the positions the
+    LM head runs on, default every token). On CPU the peak is the process's resident set, so what the
+    process holds besides the weights is measured and counted."""
     cfg = backbone.model.config
     b = backbone.dtype.itemsize
     hidden, layers, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
@@ -77,8 +92,11 @@ def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, check
     # weights + gradients + AdamW's two moments, all in the generator's dtype
     own = sender_backbone is not None and sender_backbone is not backbone
     sender_weights = _nbytes(sender_backbone.model) if own else 0
-    return MemoryEstimate(weights, 4 * gen_bytes, acts, tokens * cfg.vocab_size * (4 * 2 + b), gen_tokens * per_gen_token,
-                          sender_weights)
+    logits = (tokens if logit_tokens is None else logit_tokens) * cfg.vocab_size * (4 * 2 + b)
+    runtime = peak = 0
+    if backbone.device.type == "cpu":
+        runtime, peak = max(0, resident_bytes() - weights - sender_weights - gen_bytes), peak_bytes(backbone.device)
+    return MemoryEstimate(weights, 4 * gen_bytes, acts, logits, gen_tokens * per_gen_token, sender_weights, runtime, peak)
 
 
 def reset_peak(device: torch.device) -> None:
