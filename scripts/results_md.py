@@ -146,7 +146,8 @@ def main() -> None:
             "Its generator reads the senders' whole user message (`--condition message`); reading the question's tokens "
             "only (the embedded world's setting) learned the answer's format but not its value in the first 200 steps "
             "(dev 6%), so that run was stopped and this one started: a development choice made on the train split's dev set, "
-            "before the test split was run.", ""]
+            "before the test split was run. The generator is at 100% on its dev set (train-split values and phrasings) and 64.5% "
+            "on the test split: the target of 90% is missed; no static adapter for SmolLM2 is shipped yet.", ""]
     out += provenance()
     (CKPT / "RESULTS.md").write_text("\n".join(out) + "\n")
 
