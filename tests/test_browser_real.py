@@ -27,7 +27,7 @@ def real_session(real_app: Studio) -> Iterator[Session]:
     yield from browse(real_app)
 
 
-def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real_session: Session, tmp_path: Path) -> None:
+def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real_app: Studio, real_session: Session, tmp_path: Path) -> None:
     page = real_session.page
     header = page.locator("#studio-header").inner_text()
     assert "smollm2-135m-instruct" in header and "30 layers" in header and "hidden 576" in header, header
@@ -51,7 +51,9 @@ def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real
     open_tab(page, "Perturbation")
     wait_for_figure(page, "pert-heatmap", "Size of ΔW")
     heat = page.evaluate("() => document.querySelector('#pert-heatmap .js-plotly-plot').data[0]")
-    assert len(heat["z"]) == 30 and len(heat["z"][0]) == 7
+    z = heat["z"]  # plotly sends a numeric array as {dtype, bdata, shape}
+    shape = tuple(int(n) for n in str(z["shape"]).split(",")) if isinstance(z, dict) else (len(z), len(z[0]))
+    assert shape == (30, 7), shape  # layers x modules
     shoot(page, tmp_path, "real-3-perturbation")
     page.click("#causal-btn")
     for plot, title in (("causal-effects", "Effect of removing"), ("causal-sweep", "How much of the answer")):

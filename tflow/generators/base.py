@@ -47,6 +47,14 @@ class SenderShape:
         return f"{self.name!r} (hidden {self.hidden_size}, {self.num_layers} layers)"
 
 
+# help for the fields every architecture's config has (each config's HELP adds its own)
+SHARED_HELP = {
+    "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
+    "d_model": "width of the generator's parameter tokens",
+    "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
+}
+
+
 def check_config_types(config) -> None:
     """Every field of a (string-annotated) dataclass config has its declared scalar type."""
     for f in fields(config):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lora import Perturbation, TargetSpec
-from .base import Generator, LayerAggregator, SenderShape, check_config_types
+from .base import SHARED_HELP, Generator, LayerAggregator, SenderShape, check_config_types
 
 
 @dataclass
@@ -41,10 +41,8 @@ class GeneratorConfig:
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
     condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
 
-    HELP = {  # not annotated: a class attribute, not a field
-        "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
-        "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
-        "d_model": "width of the generator's parameter tokens", "n_heads": "attention heads of the generator",
+    HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
+        "n_heads": "attention heads of the generator",
         "n_blocks": "generator blocks (layer-axis, within-layer and cross attention, MLP)", "mlp_ratio": "MLP width / d_model",
         "chunk_size": "values of a flattened LoRA factor written by one parameter token (larger: fewer tokens, a wider head)",
         "output_scale": "raw factors are multiplied by this (the paper's release uses 0.01)",

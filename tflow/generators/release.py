@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lora import Perturbation, TargetSpec
-from .base import Generator, LayerAggregator, SenderShape, check_config_types
+from .base import SHARED_HELP, Generator, LayerAggregator, SenderShape, check_config_types
 
 
 @dataclass
@@ -48,10 +48,8 @@ class ReleaseConfig:
     norm_eps: float = 1e-6
     condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
 
-    HELP = {  # not annotated: a class attribute, not a field
-        "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
-        "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
-        "d_model": "width of the generator's parameter tokens", "head_dim": "attention head width (a multiple of 4, divides d_model)",
+    HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
+        "head_dim": "attention head width (a multiple of 4, divides d_model)",
         "n_blocks": "generator blocks", "token_dim": "width of the output heads (the release's output_dim)",
         "dim_accumulation": "rank rows packed per parameter token", "ffn_ratio": "MLP width / d_model",
         "output_scale": "raw factors are multiplied by this", "rope_theta": "rotary base of the generator's attention",
