@@ -137,6 +137,9 @@ def test_the_training_memory_estimate_counts_the_sender_backbone_but_does_not_al
     alone = estimate(qwen3, pipe.generator, batch=4, seq_len=32, checkpointing=False)
     both = estimate(qwen3, pipe.generator, batch=4, seq_len=32, checkpointing=False, sender_backbone=specialist)
     assert both.sender_weights == sum(p.numel() * p.element_size() for p in specialist.model.parameters()) > 0
-    assert both.total == alone.total + both.sender_weights and both.to_allocate == alone.to_allocate
+    assert both.to_allocate == alone.to_allocate  # the specialist is already loaded: nothing more to allocate
+    # on CPU the process's measured resident memory already holds the specialist: it is not counted twice
+    held = both.weights + both.sender_weights + both.runtime
+    assert abs(held - (alone.weights + alone.runtime)) < 64 * 2**20 and both.total >= alone.total - 64 * 2**20
     assert "sender backbone weights" in both.describe() and "sender backbone" not in alone.describe()
     assert estimate(qwen3, pipe.generator, 4, 32, False, sender_backbone=qwen3).sender_weights == 0

@@ -22,7 +22,7 @@ ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static
 def test_examples_asset_is_generated_from_the_test_split() -> None:
     shipped = json.loads((ASSETS / "examples.json").read_text())
     assert shipped == build_examples()
-    assert {e["task"] for e in shipped} == {*tasks.TASKS, *tasks.SPECIALIST_TASKS}
+    assert {e["task"] for e in shipped} == {*tasks.REAL_MODEL_TASKS, *tasks.TASKS, *tasks.SPECIALIST_TASKS}
     for e in shipped:
         test_split = tasks.examples(e["task"], "test", 4, seed=0)
         assert any(ex.question == e["question"] and ex.answer == e["answer"] for ex in test_split)

@@ -202,7 +202,7 @@ class _Objective:
             senders = self.roles.senders
             contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
             states, _ = sender_states(self.senders, sender_prompts(self.senders, senders, [ex.question for ex in batch], contexts),
-                                      module.config.condition)
+                                      self.module.config.condition)  # self.module: unwrapped (not DDP)
             pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
             with lora.apply(model, pert, merge=False):
                 yield answer_loss(model, ids, mask, labels)
