@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .sources import known_as, source_checkpoints
+from .tasks import checkpoint_name
 
 
 def _recorded(directory: Path, static: bool) -> tuple[str, str] | None:
@@ -28,7 +29,7 @@ def trained_for(task: str, model: str, static: bool = False, root: Path | None =
     Among several, the one named after the task comes first (the embedded world's layout)."""
     root = root or source_checkpoints()
     folder = root / ("static" if static else "generators")
-    name = task.replace("jsonl:", "").replace("/", "_")
+    name = checkpoint_name(task)
     want = known_as(model)
     candidates = sorted(folder.iterdir(), key=lambda d: d.name != name) if folder.is_dir() else []
     for d in candidates:

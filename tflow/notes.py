@@ -86,9 +86,9 @@ def draw(rng: random.Random, test: bool) -> tuple[str, str, str]:
 
 def swap(fact: str, value: str, rng: random.Random) -> tuple[str, str]:
     """The same note stated with another value of its slot (from the same split): (fact, value)."""
-    for slot in SLOTS:
+    for slot in (s for s in SLOTS if value in s.values):
         for template in (*slot.facts[0], *slot.facts[1]):
-            if value in slot.values and template.format(v=value) == fact:
+            if template.format(v=value) == fact:
                 held_out = is_held_out_value(slot, value)
                 new = rng.choice([v for v in slot.values if v != value and is_held_out_value(slot, v) == held_out])
                 return template.format(v=new), new

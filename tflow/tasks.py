@@ -45,6 +45,11 @@ ANSWER_TOKENS = MESSAGE_TOKENS = 48
 NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS = 16, 64
 
 
+def checkpoint_name(task: str) -> str:
+    """The folder name a task's checkpoints get (jsonl:data/gsm8k.jsonl -> data_gsm8k.jsonl)."""
+    return task.replace("jsonl:", "").replace("/", "_")
+
+
 def budgets(task: str) -> tuple[int, int]:
     """(receiver answer, sender message) token budgets for evaluating `task`."""
     return (NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS) if task == "note" else (ANSWER_TOKENS, MESSAGE_TOKENS)
@@ -184,7 +189,8 @@ def is_held_out(ex: Example) -> bool:
 
 
 def in_test_split(ex: Example) -> bool:
-    return ex.held_out if ex.task == "note" else _in_test(ex.key) or is_held_out(ex)
+    """A note's split is the one it was drawn from; other built-in examples' split is their key's hash bucket or a held-out value."""
+    return is_held_out(ex) or (ex.task != "note" and _in_test(ex.key))
 
 
 def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> list[Example]:

@@ -103,8 +103,7 @@ class TrainConfig:
     def output_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        name = self.task.replace("jsonl:", "").replace("/", "_")
-        return Path("checkpoints") / ("static" if self.static else "generators") / name
+        return Path("checkpoints") / ("static" if self.static else "generators") / tasks.checkpoint_name(self.task)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_size", "threads"):

