@@ -13,12 +13,14 @@ has() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 MODEL=smollm2-135m-instruct
 
 if has generator; then
-  # note: a private note relayed through weights. chunk 2304 = one parameter token per 576 x 4 factor
-  # (4x fewer generator tokens than the default 512: 4.4 s/step instead of 6.7 at batch 8 on 2 cores).
+  # One generator for both real-model tasks: note (both senders hold the note) and note-split (each holds
+  # one of two notes; the receiver is asked for both), examples drawn from each in turn.
+  # chunk 2304 = one parameter token per 576 x 4 factor (4x fewer generator tokens than the default 512:
+  # 4.4 s/step instead of 6.7 at batch 8 on 2 cores).
   # --condition message: the generator reads the senders' whole user message (note + question). Reading the
   # question's tokens only (the paper's span, enough for the embedded world) learned the answer's format but
-  # not its value in 200 steps (dev 6%: every answer the slot's most common value; runs/ log kept locally).
-  python -m tflow.train --model $MODEL --task note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 \
+  # not its value in 200 steps (dev 6%: every answer the slot's most common value).
+  python -m tflow.train --model $MODEL --task note+note-split --batch-size 8 --steps 1000 --lr 1e-3 --warmup 30 \
     --chunk-size 2304 --condition message --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-note
   rm -f checkpoints/generators/smollm2-note/optimizer.safetensors  # 2x the generator's size; --resume needs it
 fi

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets, lora
+from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets, lora, merge_cost
 from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
 from tflow.generators import GeneratorMismatchError
 
@@ -67,16 +67,38 @@ def test_fused_patch_equals_explicit_weight_sum(qwen3, merge):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_a_single_inference_query_decodes_with_merged_weights(qwen3, monkeypatch):
+def test_a_single_inference_query_decodes_with_merged_weights_when_the_merge_pays(qwen3, monkeypatch):
     used = []
     real = lora._Active.__init__
     monkeypatch.setattr(lora._Active, "__init__", lambda self, model, p, merge: (used.append(merge), real(self, model, p, merge))[1])
+    monkeypatch.setattr(merge_cost, "measure", lambda model, spec, rank: merge_cost.MergeCosts(merge_s=0.0, lowrank_step_s=1.0))
     gen = loud_generator(qwen3, scale=1.0)
     merged = Pipeline(qwen3, gen).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
     lowrank = Pipeline(qwen3, gen, merge=False).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
     Pipeline(qwen3, gen).run_batch([QUESTION, "What is the pin?"], mode="tflow", max_new_tokens=2)
     assert used == [True, False, False]  # one query: merged; forced low rank; a batch: per-sample low rank
     assert merged.answer == lowrank.answer
+
+
+def test_a_short_answer_stays_low_rank_when_merging_costs_more_than_its_steps(qwen3, monkeypatch):
+    costs = merge_cost.MergeCosts(merge_s=1.0, lowrank_step_s=0.01)  # the merge pays after 100 steps
+    monkeypatch.setattr(merge_cost, "measure", lambda model, spec, rank: costs)
+    used = []
+    real = lora._Active.__init__
+    monkeypatch.setattr(lora._Active, "__init__", lambda self, model, p, merge: (used.append(merge), real(self, model, p, merge))[1])
+    pert = random_perturbation(qwen3, batch=1)
+    for steps in (None, 33, 101):
+        with lora.apply(qwen3.model, pert, steps=steps):
+            pass
+    assert used == [True, False, True]  # unknown length: merged (when it fits); 33 steps: low rank; 101: merged
+
+
+def test_the_merge_cost_model_is_measured_once_per_model_and_rank(qwen3):
+    pert = random_perturbation(qwen3, batch=1)
+    first = merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank)
+    assert first.merge_s > 0 and first.lowrank_step_s > 0
+    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank) is first
+    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank + 1) is not first
 
 
 def test_auto_merge_falls_back_to_low_rank_for_gradients_and_tight_memory(qwen3, monkeypatch):

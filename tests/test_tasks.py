@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from tflow import tasks
+from tflow import notes, tasks
 
 
-@pytest.mark.parametrize("task", tasks.TASKS)
+@pytest.mark.parametrize("task", tasks.TASKS + tasks.REAL_MODEL_TASKS)
 def test_train_and_test_splits_are_disjoint_and_seeded(task):
     train = tasks.examples(task, "train", 400, seed=0)
     test = tasks.examples(task, "test", 100, seed=0)
@@ -43,6 +43,67 @@ def test_split_gives_each_sender_one_fact_and_asks_the_total():
     e = tasks.examples("split", "test", 1)[0]
     a, b = (int(re.search(r"\d+", c).group()) for c in e.contexts)
     assert e.answer == str(a + b) and "How many" in e.question
+
+
+def _note_parts(fact: str, question: str) -> tuple[notes.Slot, str, int, int]:
+    """(slot, value, split of the fact's template, split of the question's template) of one note."""
+    for slot in notes.SLOTS:
+        for fact_split, templates in enumerate(slot.facts):
+            for t in templates:
+                m = re.fullmatch(re.escape(t).replace(re.escape("{v}"), "(.+)"), fact)
+                if m and m.group(1) in slot.values and question in (*slot.questions[0], *slot.questions[1]):
+                    return slot, m.group(1), fact_split, int(question in slot.questions[1])
+    raise AssertionError(f"not a note: {fact!r} / {question!r}")
+
+
+def _note_questions(ex: tasks.Example) -> list[str]:
+    """The question of each note the example asks about (a note-split asks two, one after the other)."""
+    if ex.task == "note":
+        return [ex.question]
+    first = next(q for slot in notes.SLOTS for q in (*slot.questions[0], *slot.questions[1]) if ex.question.startswith(q + " "))
+    return [first, ex.question[len(first) + 1:]]
+
+
+@pytest.mark.parametrize("task", tasks.REAL_MODEL_TASKS)
+def test_a_note_test_example_states_a_held_out_value_with_held_out_phrasings_and_training_never_does(task):
+    for split, want in (("test", 1), ("train", 0)):
+        for ex in tasks.examples(task, split, 200, seed=0):
+            facts = [ex.contexts[0]] if task == "note" else list(ex.contexts)
+            for fact, question in zip(facts, _note_questions(ex)):
+                slot, value, fact_split, question_split = _note_parts(fact, question)
+                assert (notes.is_held_out_value(slot, value), fact_split, question_split) == (bool(want), want, want), (ex, split)
+    draw = tasks.stream(task, seed=3)
+    assert not any(draw().held_out for _ in range(300))
+
+
+def test_every_note_slot_holds_out_enough_values_that_reading_cannot_be_recall():
+    # open-class slots: a generator trained on a few dozen names never says a held-out one
+    for slot in notes.SLOTS:
+        held_out = [v for v in slot.values if notes.is_held_out_value(slot, v)]
+        assert len(held_out) >= 8 and len(slot.values) - len(held_out) >= 30, slot.name
+
+
+def test_note_split_gives_each_sender_one_note_and_asks_for_both():
+    for ex in tasks.examples("note-split", "test", 50, seed=1):
+        a, b = ex.contexts
+        (slot_a, value_a, _, _), (slot_b, value_b, _, _) = (_note_parts(f, q) for f, q in zip(ex.contexts, _note_questions(ex)))
+        assert slot_a != slot_b and ex.answer == f"{value_a} and {value_b}"
+        assert ex.messages == {"Strategist": a, "Knowledge Extractor": b}
+        assert tasks.is_correct(f"The first is {value_a}, the second {value_b}.", ex.answer)
+        assert not tasks.is_correct(f"It is {value_a}.", ex.answer) and not tasks.is_correct(f"It is {value_b}.", ex.answer)
+
+
+def test_a_mixture_trains_on_each_of_its_tasks_and_its_checkpoint_covers_them():
+    mixed = tasks.examples("note+note-split", "train", 9, seed=0)
+    assert [e.task for e in mixed] == ["note", "note-split"] * 4 + ["note"]
+    draw = tasks.stream("note+note-split", seed=0)
+    drawn = [draw().task for _ in range(200)]
+    assert 60 < drawn.count("note") < 140 and set(drawn) == {"note", "note-split"}
+    assert tasks.covers("note+note-split", "note-split") and tasks.covers("note+note-split", "note+note-split")
+    assert not tasks.covers("note+note-split", "relay") and tasks.covers("relay", "relay")
+    assert tasks.budgets("note+note-split") == (max(tasks.budgets("note")[0], tasks.budgets("note-split")[0]), tasks.budgets("note")[1])
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        tasks.examples("note+nope", "train", 4)
 
 
 def test_swapped_fact_changes_the_answer_accordingly():

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .sources import known_as, source_checkpoints
-from .tasks import checkpoint_name
+from .tasks import checkpoint_name, covers
 
 
 def _recorded(directory: Path, static: bool) -> tuple[str, str] | None:
@@ -25,7 +25,7 @@ def _recorded(directory: Path, static: bool) -> tuple[str, str] | None:
 
 
 def trained_for(task: str, model: str, static: bool = False, root: Path | None = None) -> Path | None:
-    """The generator (or static adapter) under `root` trained on `task` for the receiver `model`.
+    """The generator (or static adapter) under `root` trained on `task` (alone or in a mixture) for the receiver `model`.
     Among several, the one named after the task comes first (the embedded world's layout)."""
     root = root or source_checkpoints()
     folder = root / ("static" if static else "generators")
@@ -34,7 +34,7 @@ def trained_for(task: str, model: str, static: bool = False, root: Path | None =
     candidates = sorted(folder.iterdir(), key=lambda d: d.name != name) if folder.is_dir() else []
     for d in candidates:
         rec = _recorded(d, static)
-        if rec is not None and rec[1] == task and known_as(rec[0]) == want:
+        if rec is not None and covers(rec[1], task) and known_as(rec[0]) == want:
             return _short(d)
     return None
 

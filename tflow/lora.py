@@ -22,8 +22,10 @@ base model is bit-identical afterwards by construction, also when generation rai
 
 Fast path: for a single sample whose factors need no gradient, the fused delta is merged
 into a per-request copy of each targeted weight (`W + B_cat A_cat`), so decoding costs one
-plain matmul per linear, when those copies fit in half the free memory (`should_merge`);
-batches and training use the low-rank path with per-sample factors.
+plain matmul per linear, when those copies fit in half the free memory (`should_merge`) and,
+when the caller says how many decoding steps follow, when writing them costs less than those
+steps would on the low-rank path (`merge_cost`); batches and training use the low-rank path
+with per-sample factors.
 """
 from __future__ import annotations
 
@@ -37,6 +39,13 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import merge_cost
+
+
+class OtherBackboneError(ValueError):
+    """A checkpoint (generator or adapter) whose targets belong to another backbone: expected where
+    several worlds share one checkpoints folder, unlike a broken file."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,11 @@ class Perturbation:
     @property
     def rank(self) -> int:
         return next(iter(self.A.values())).shape[-2]
+
+    @property
+    def stacked_rank(self) -> int:
+        """Every sender's factors stacked: the rank of the fused dW."""
+        return self.weights.shape[1] * self.rank
 
     def sample(self, i: int) -> Perturbation:
         """The perturbation of sample i alone (batch of one)."""
@@ -315,14 +329,17 @@ def checkpoint_context() -> tuple[contextlib.AbstractContextManager, contextlib.
 
 
 @contextlib.contextmanager
-def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto") -> Iterator[None]:
+def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto", steps: int | None = None) -> Iterator[None]:
     """Apply `perturbation` to `model` for the current thread / task only, for the `with` body.
 
     merge="auto" (`should_merge`) merges dW into per-request weight copies for a single
-    inference query (fastest decoding); otherwise the low-rank per-sample path is used.
+    inference query when they fit and, given the forward `steps` that follow (prefill + tokens
+    to decode), when the merge costs less than those steps on the low-rank path; otherwise the
+    low-rank per-sample path is used.
     """
     if merge == "auto":
-        merge = should_merge(model, perturbation)
+        merge = should_merge(model, perturbation) and (
+            steps is None or merge_cost.measure(model, perturbation.spec, perturbation.stacked_rank).merge_pays(steps))
     if _ACTIVE.get() is not None:
         raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
     if merge:

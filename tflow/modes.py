@@ -345,7 +345,9 @@ class _Job:
 
         self.on_stage("receiver")
         t0 = time.perf_counter()
-        with lora.apply(pipe.backbone.model, perturbation, pipe.merge) if perturbation is not None else contextlib.nullcontext():
+        # steps: one prefill + the decoding budget (an answer that stops early has merged for fewer tokens)
+        steps = self.settings.max_new_tokens + 1
+        with lora.apply(pipe.backbone.model, perturbation, pipe.merge, steps) if perturbation is not None else contextlib.nullcontext():
             gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
         return gens, time.perf_counter() - t0
 

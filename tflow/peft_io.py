@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save, save_file
 
-from .lora import Perturbation, TargetSpec
+from .lora import OtherBackboneError, Perturbation, TargetSpec
 
 _PREFIX = "base_model.model."
 
@@ -103,10 +103,10 @@ def load_peft_adapter(directory: str | Path, spec: TargetSpec) -> Perturbation:
     for key, t in state.items():
         m = pattern.match(key)
         if not m or m.group(2) not in spec.modules or int(m.group(1)) >= L:
-            raise ValueError(f"{w_path}: tensor {key!r} does not belong to this backbone's targets")
+            raise OtherBackboneError(f"{w_path}: tensor {key!r} does not belong to this backbone's targets")
         layer, name, which = int(m.group(1)), m.group(2), m.group(3)
         dest = (A if which == "A" else B)[name][0, 0, layer]
         if t.shape != dest.shape:
-            raise ValueError(f"{w_path}: {key} has shape {tuple(t.shape)}, expected {tuple(dest.shape)}")
+            raise OtherBackboneError(f"{w_path}: {key} has shape {tuple(t.shape)}, expected {tuple(dest.shape)}")
         dest.copy_(t)
     return Perturbation(spec, A, B, torch.ones(1, 1), float(scaling), ("static",), extra={"source": str(directory)})

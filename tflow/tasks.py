@@ -13,6 +13,9 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
 - note: natural language for a real instruct receiver (`tflow/notes.py`): both senders hold a
   private note (`The door code is 418.`), the receiver is asked for it (`What is the door code?`
   -> `418`); held-out values *and* phrasings make the test split.
+- note-split: each sender holds a different note; the receiver is asked for both
+  (`What is the door code? When does the train leave?` -> `418 and 7:45`).
+- A mixture `note+note-split` trains one generator on both (examples drawn from each in turn).
 - jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
   split: evaluation uses every row of the file it is given, training every row of its own
   file. `hash_split=True` splits one file into train / test by key hash instead.
@@ -23,6 +26,7 @@ disjoint by construction whatever the seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -41,8 +45,8 @@ SUB = ["gives away {n} {item}", "loses {n} {item}", "sells {n} {item}"]
 
 # Generation budgets on the built-in tasks: the longest worked answer (an arith plan) is 40 tokens.
 ANSWER_TOKENS = MESSAGE_TOKENS = 48
-# A note's answer is its value (<= 6 tokens); a real sender's TextMAS message may run on.
-NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS = 16, 64
+# A note's answer is its value (<= 6 tokens), a note-split's two of them; a real sender's TextMAS message may run on.
+NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64)}
 
 
 def checkpoint_name(task: str) -> str:
@@ -50,9 +54,20 @@ def checkpoint_name(task: str) -> str:
     return task.replace("jsonl:", "").replace("/", "_")
 
 
+def parts(task: str) -> list[str]:
+    """The tasks of a mixture (`note+note-split`); a plain task is its own one part."""
+    return task.split("+")
+
+
+def covers(trained_on: str, task: str) -> bool:
+    """Whether a checkpoint trained on `trained_on` (a task or a mixture) was trained on `task`."""
+    return task == trained_on or task in parts(trained_on)
+
+
 def budgets(task: str) -> tuple[int, int]:
-    """(receiver answer, sender message) token budgets for evaluating `task`."""
-    return (NOTE_ANSWER_TOKENS, NOTE_MESSAGE_TOKENS) if task == "note" else (ANSWER_TOKENS, MESSAGE_TOKENS)
+    """(receiver answer, sender message) token budgets for evaluating `task` (a mixture: the largest)."""
+    each = [NOTE_BUDGETS.get(t, (ANSWER_TOKENS, MESSAGE_TOKENS)) for t in parts(task)]
+    return max(b[0] for b in each), max(b[1] for b in each)
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,12 @@ def _note(rng: random.Random) -> Example:
     return Example("note", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test)
 
 
+def _note_split(rng: random.Random) -> Example:
+    test = rng.random() < 0.2
+    (fa, fb), question, answer = notes.draw_pair(rng, test)
+    return Example("note-split", question, answer, (fa, fb), {"Strategist": fa, "Knowledge Extractor": fb}, held_out=test)
+
+
 def _split(rng: random.Random) -> Example:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(10, 99), rng.randint(10, 99)
@@ -175,22 +196,23 @@ def _kb(task: str, split: str | None, seed: int) -> list[Example]:
     return rows
 
 
-_BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith, "note": _note}
+_BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith, "note": _note,
+                                                      "note-split": _note_split}
 TASKS = ("relay", "split", "arith")  # the embedded world's; the senders run on the receiver's own backbone
-REAL_MODEL_TASKS = ("note",)  # in natural language, for a real instruct receiver
+REAL_MODEL_TASKS = ("note", "note-split")  # in natural language, for a real instruct receiver
 SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoints/tiny-qwen3-kb)
 
 
 def is_held_out(ex: Example) -> bool:
     """Relay fact values ending in 7 are reserved for the test split; a note says which split it was drawn from."""
-    if ex.task == "note":
+    if ex.task in REAL_MODEL_TASKS:
         return ex.held_out
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
 
 
 def in_test_split(ex: Example) -> bool:
-    """A note's split is the one it was drawn from; other built-in examples' split is their key's hash bucket or a held-out value."""
-    return is_held_out(ex) or (ex.task != "note" and _in_test(ex.key))
+    """A note's (or note-split's) split is the one it was drawn from; other built-in examples' split is their key's hash bucket or a held-out value."""
+    return is_held_out(ex) or (ex.task not in REAL_MODEL_TASKS and _in_test(ex.key))
 
 
 def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False) -> list[Example]:
@@ -200,6 +222,12 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
     unless `hash_split` (then the rows whose key hashes into `split`'s bucket, shuffled by seed)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if len(parts(task)) > 1:  # a mixture: its parts' examples in turn (n shared out evenly)
+        if n is None:
+            raise ValueError(f"task {task!r} is a mixture: give the number of examples")
+        each = [examples(t, split, n // len(parts(task)) + (i < n % len(parts(task))), seed, hash_split, skip_bad_rows)
+                for i, t in enumerate(parts(task))]
+        return [ex for group in itertools.zip_longest(*each) for ex in group if ex is not None]
     if task.startswith("jsonl:"):
         rows, _ = load_jsonl(task[len("jsonl:"):], skip_bad_rows)
         if hash_split:
@@ -230,7 +258,11 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
 
 def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False, held_out: bool = False) -> Callable[[], Example]:
     """An endless sampler of training examples (duplicates allowed), for training loops.
-    held_out (kb): every fact, group B's too: what the specialist backbone learns, never a generator."""
+    held_out (kb): every fact, group B's too: what the specialist backbone learns, never a generator.
+    A mixture draws each example from one of its parts, chosen uniformly."""
+    if len(parts(task)) > 1:
+        draws, pick = [stream(t, seed, hash_split, skip_bad_rows, held_out) for t in parts(task)], random.Random(f"{task}/mix/{seed}")
+        return lambda: pick.choice(draws)()
     if task.startswith("jsonl:") or is_specialist(task):
         pool = _kb(task, None if held_out else "train", seed) if is_specialist(task) else examples(task, "train", None, seed, hash_split, skip_bad_rows)
         rng = random.Random(seed)
@@ -318,11 +350,20 @@ def extract_answer(text: str) -> str | None:
     return _normalise(found[-1]) if found else None
 
 
+def _mentions(prediction: str, value: str) -> bool:
+    """`value` as a whole token of the prediction (`7:45` is not in `17:45`)."""
+    return re.search(rf"(?<![\w:]){re.escape(value.strip())}(?![\w:])", prediction, re.IGNORECASE) is not None
+
+
 def is_correct(prediction: str, reference: str) -> bool:
     """Numbers: the final number of each. A word reference (a kb friend): the prediction's last word.
-    Anything else (a note's `7:45`, `C17`): the reference as a whole token of the prediction."""
+    A note-split's `418 and 7:45`: each value mentioned. Anything else (a note's `7:45`, `C17`):
+    the reference as a whole token of the prediction."""
+    pair = reference.split(f" {notes.PAIR_JOIN} ")
+    if len(pair) > 1:
+        return all(_mentions(prediction, v) for v in pair)
     if not re.fullmatch(rf"{_NUMBER}|[A-Za-z]+", reference.strip()):
-        return re.search(rf"(?<![\w:]){re.escape(reference.strip())}(?![\w:])", prediction, re.IGNORECASE) is not None
+        return _mentions(prediction, reference)
     want = extract_answer(reference)
     if want is None:
         words = re.findall(r"[A-Za-z]+", prediction)

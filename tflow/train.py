@@ -10,9 +10,9 @@
 
 On CUDA the frozen receiver runs in bf16 and the generator in fp32 (its weights, gradients and
 AdamW state; `--generator-dtype bf16` halves them); the factors are cast to the receiver's
-dtype where they are applied. A rough memory estimate is printed before the first step and a
-configuration whose estimate exceeds the free memory is refused with it; the peak memory
-and seconds per step are printed at the end.
+dtype where they are applied. A memory estimate (peaks measured at batch 1 and 2, extrapolated
+to the batch) is printed before the first step and a configuration whose estimate exceeds the
+free memory is refused with it; the peak memory and seconds per step are printed at the end.
 
 Objective: teacher-forced cross-entropy of the reference answer under the receiver,
 which sees only the question while the fused perturbation generated from the senders'
@@ -243,15 +243,32 @@ def _receiver(cfg: TrainConfig, device: str | torch.device) -> Backbone:
 
 
 def check_fits(obj: _Objective, cfg: TrainConfig, examples: list[tasks.Example]) -> MemoryEstimate | None:
-    """Refuse, before the first step, a configuration whose estimate exceeds the free memory."""
+    """Refuse, before the first step, a configuration whose estimate exceeds the free memory. The
+    estimate is measured: a forward + backward at batch 1 and 2 (`train_memory.probe`), extrapolated."""
     if cfg.static:
         return None
     ids, _, labels = receiver_batch(obj.backbone, examples, obj.roles)
-    answer_tokens = int((labels != -100).sum()) * cfg.batch_size // len(examples)  # the LM head runs there only
-    est = train_memory.estimate(obj.backbone, obj.module, cfg.batch_size, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders),
-                                obj.senders, logit_tokens=answer_tokens)
+    per_example = int((labels != -100).sum()) / len(examples)  # the LM head runs on answer tokens only
+
+    def analytic(n: int) -> MemoryEstimate:
+        return train_memory.estimate(obj.backbone, obj.module, n, ids.shape[1], cfg.gradient_checkpointing, len(obj.roles.senders),
+                                     obj.senders, logit_tokens=round(per_example * n))
+
+    def step(n: int) -> None:
+        try:
+            with obj.loss(obj.module, examples[:n]) as loss:
+                loss.backward()
+        except torch.OutOfMemoryError as e:
+            raise ValueError(f"one training step at batch {n} does not fit on {obj.backbone.device} ({e}); "
+                             "try --gradient-checkpointing or a smaller generator (--d-model)") from None
+        obj.module.zero_grad(set_to_none=True)
+
+    est = analytic(cfg.batch_size)
+    sizes = (1, 2) if len(examples) >= 2 else (1, 1)
+    est.probed = train_memory.probe(step, lambda n: analytic(n).activation_bytes, obj.backbone.device, sizes)
     free = lora.free_bytes(obj.backbone.device)
-    if free is not None and est.to_allocate > free:
+    in_use = train_memory.resident_bytes() if obj.backbone.device.type == "cpu" else torch.cuda.memory_allocated(obj.backbone.device)
+    if free is not None and est.total - in_use > free:
         advice = "" if cfg.gradient_checkpointing else "--gradient-checkpointing, "
         raise ValueError(f"this configuration needs {est.describe()}, but only {train_memory.gib(free)} are free on "
                          f"{obj.backbone.device}: try {advice}a smaller --batch-size or a smaller generator (--d-model)")

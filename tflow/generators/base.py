@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from ..lora import Perturbation, TargetSpec
+from ..lora import OtherBackboneError, Perturbation, TargetSpec
 
 CONFIG_NAME = "generator_config.json"
 WEIGHTS_NAME = "generator.safetensors"
@@ -33,6 +33,10 @@ WEIGHTS_NAME = "generator.safetensors"
 
 class GeneratorMismatchError(ValueError):
     """A generator checkpoint does not fit the backbone it is loaded onto."""
+
+
+class ReceiverMismatchError(GeneratorMismatchError, OtherBackboneError):
+    """A generator checkpoint trained for another receiver backbone."""
 
 
 @dataclass(frozen=True)

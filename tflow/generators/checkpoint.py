@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ..lora import TargetSpec
-from .base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorMismatchError, SenderShape
+from .base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorMismatchError, ReceiverMismatchError, SenderShape
 from .grid import ParameterGenerator
 from .release import ReleaseGenerator
 
@@ -60,7 +60,7 @@ def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str =
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{cfg_path}: invalid generator config ({e})") from e
     if (hidden, layers, want) != (spec.hidden_size, spec.num_layers, dict(spec.modules)):
-        raise GeneratorMismatchError(
+        raise ReceiverMismatchError(
             f"wrong receiver: generator in {directory} was trained for backbone {trained_on!r} "
             f"(hidden {hidden}, {layers} layers, targets {sorted(want)}), but the loaded backbone "
             f"{backbone_name!r} has hidden {spec.hidden_size}, {spec.num_layers} layers, "

@@ -26,7 +26,7 @@ from .. import tasks, viz
 from ..agents import Backbone, Roles, load_backbone
 from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, load_generator
 from ..generators.checkpoint import recorded_sender
-from ..lora import Perturbation, TargetSpec, infer_targets
+from ..lora import OtherBackboneError, Perturbation, TargetSpec, infer_targets
 from ..lru import LRUCache
 from ..modes import Pipeline, sender_shape
 from ..peft_io import load_peft_adapter
@@ -87,12 +87,6 @@ class Checkpoint:
 
     def label(self) -> str:
         return f"{self.key} · {self.describe()}"
-
-
-def _for_another_backbone(e: Exception) -> bool:
-    """A generator or static adapter whose shapes belong to another receiver (not a broken file)."""
-    text = str(e)
-    return (isinstance(e, GeneratorMismatchError) and text.startswith("wrong receiver")) or " has shape " in text or "does not belong" in text
 
 
 def _subdirs(root: Path) -> list[Path]:
@@ -160,7 +154,7 @@ class Studio:
         try:
             ck = load(path)
         except (ValueError, OSError) as e:
-            if _for_another_backbone(e):  # expected with several worlds in one folder: one line for all of them
+            if isinstance(e, OtherBackboneError):  # expected with several worlds in one folder: one line for all of them
                 self._other_backbones.append(f"{path.parent.name}/{path.name}")
                 return
             self.notes.append(f"skipped {path}: {e}")
@@ -176,6 +170,7 @@ class Studio:
         if wanted is not None:  # trained on a specialist's states: run it only on that specialist
             sender = self.sender_backbone
             if sender is None:
+                load_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
                 raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
                                              f"--sender-model {wanted.name}")
         shape = sender_shape(sender) if sender is not None else None
@@ -188,14 +183,14 @@ class Studio:
 
     def static_for(self, task: str | None) -> str:
         """The static adapter trained on `task` ("none" when there is none)."""
-        return next((k for k, c in self.statics.items() if task and c.task == task), NONE)
+        return next((k for k, c in self.statics.items() if task and c.task and tasks.covers(c.task, task)), NONE)
 
     def senders_of(self, generator: str) -> Backbone:
         """The backbone `generator`'s senders run on: its specialist, or the receiver."""
         return self.generators[generator].sender or self.backbone
 
     def generator_for(self, task: str) -> str | None:
-        return next((k for k, c in self.generators.items() if c.task == task and c.trained), None)
+        return next((k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained), None)
 
     def pipeline(self, generator: str, static: str) -> Pipeline:
         """The pipeline of one generator x static adapter pair, on the shared backbone."""
@@ -227,10 +222,10 @@ class Studio:
 
     def query_tasks(self, generator: str) -> tuple[str, ...]:
         """The tasks whose test questions the across-queries view embeds: a specialist's or a real model's generator,
-        its own task; else the embedded world's built-in tasks."""
+        its own task(s); else the embedded world's built-in tasks."""
         task = self.generators[generator].task
-        own = task in tasks.REAL_MODEL_TASKS or (task is not None and tasks.is_specialist(task))
-        return (task,) if own else tasks.TASKS
+        own = task is not None and any(t in tasks.REAL_MODEL_TASKS or tasks.is_specialist(t) for t in tasks.parts(task))
+        return tuple(tasks.parts(task)) if own else tasks.TASKS
 
     def warm_up(self) -> None:
         """One tiny run per mode, so the first user's timings do not include lazy initialisation."""
