@@ -13,32 +13,30 @@ has() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 MODEL=smollm2-135m-instruct
 
 if has generator; then
-  # One generator for both real-model tasks: note (both senders hold the note) and note-split (each holds
-  # one of two notes; the receiver is asked for both), examples drawn from each in turn.
-  # chunk 2304 = one parameter token per 576 x 4 factor (4x fewer generator tokens than the default 512:
-  # 4.4 s/step instead of 6.7 at batch 8 on 2 cores).
+  # note: a private note relayed through weights. chunk 2304 = one parameter token per 576 x 4 factor
+  # (4x fewer generator tokens than the default 512: 4.4 s/step instead of 6.7 at batch 8 on 2 cores).
   # --condition message: the generator reads the senders' whole user message (note + question). Reading the
   # question's tokens only (the paper's span, enough for the embedded world) learned the answer's format but
   # not its value in 200 steps (dev 6%: every answer the slot's most common value).
-  python -m tflow.train --model $MODEL --task note+note-split --batch-size 8 --steps 1000 --lr 1e-3 --warmup 30 \
+  # The optimizer state stays beside it (git ignores it) so that --resume --steps N can continue the run.
+  python -m tflow.train --model $MODEL --task note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 \
     --chunk-size 2304 --condition message --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-note
-  rm -f checkpoints/generators/smollm2-note/optimizer.safetensors  # 2x the generator's size; --resume needs it
 fi
 
 if has static; then
-  # the ablation: one query-independent PEFT LoRA, same rank, targets and data (not run yet: no static adapter
-  # for SmolLM2 is shipped; add static to the evaluate step's --modes once it is)
+  # the ablation: one query-independent PEFT LoRA, same rank, targets and data as the generator
   python -m tflow.train --model $MODEL --task note --static --batch-size 8 --steps 300 --lr 1e-3 --warmup 30 \
     --eval-every 100 --eval-size 32 --out checkpoints/static/smollm2-note
 fi
 
 if has evaluate; then
-  # 24 minutes on 2 cores (TextMAS's messages: 12 of them)
-  python -m tflow.evaluate --model $MODEL --task note --modes single,textmas,tflow --limit 200 --seed 0 \
+  # ~22 minutes on 2 cores (TextMAS's messages: 12 of them)
+  python -m tflow.evaluate --model $MODEL --task note --modes single,textmas,tflow,static --limit 200 --seed 0 \
     --shuffle-conditions --swap-facts --batch-size 8 --json checkpoints/results/smollm2-note.json
 fi
 
 if has bench; then
-  python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 4 --warmup 1 \
+  # TextMAS's senders write until they stop (at most 256 tokens): the paper's measurement with real message lengths
+  python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 2 --warmup 1 \
     --json docs/bench-cpu-smollm2.json
 fi

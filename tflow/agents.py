@@ -162,11 +162,19 @@ def load_backbone(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    share_with: Backbone | None = None,
 ) -> Backbone:
     """Load any Hugging Face causal LM + tokenizer: a hub name or local directory, a packaged model's
-    name (`smollm2-135m-instruct`), a GGUF file, or `tiny` (see `tflow.sources`)."""
+    name (`smollm2-135m-instruct`), a GGUF file, `tiny`, or a PEFT adapter directory on any of those
+    (see `tflow.sources`). share_with: a loaded backbone; an adapter on its base then shares its weights."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError("model name or path is empty")
+    base = sources.adapter.base_of(name_or_path)
+    if base is not None:
+        if share_with is not None and sources.known_as(base) == sources.known_as(share_with.name):
+            return Backbone(sources.adapter.attach(share_with.model, name_or_path, share=True), share_with.tokenizer, name_or_path)
+        plain = load_backbone(base, device, dtype, trust_remote_code)
+        return Backbone(sources.adapter.attach(plain.model, name_or_path, share=False), plain.tokenizer, name_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = sources.resolve(name_or_path)

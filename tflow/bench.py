@@ -162,7 +162,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         if gen_dir is None:
             continue
         other = recorded_sender(gen_dir)
-        senders = load_backbone(sender_model or other.name, device=backbone.device) if other else backbone
+        senders = load_backbone(sender_model or other.name, device=backbone.device, share_with=backbone) if other else backbone
         gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval()
         pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=senders)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]

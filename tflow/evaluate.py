@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
     p.add_argument("--seed", type=int, default=0, help="which test queries are drawn (built-in tasks) and their order")
     p.add_argument("--model", default="tiny", help="the receiver: tiny (the embedded world), smollm2-135m-instruct (fetched once), a GGUF file, a directory or a hub name")
-    p.add_argument("--sender-model", default=None, help="the senders' backbone (default: the receiver's)")
+    p.add_argument("--sender-model", default=None, help="the senders' backbone (default: the receiver's); a PEFT adapter directory on the receiver's base shares its weights")
     p.add_argument("--split", choices=("test", "train"), default="test", help="train: the queries generators train on (kb: facts A)")
     p.add_argument("--generator", default=None, help="default: the shipped generator trained on --task for --model")
     p.add_argument("--static-adapter", default=None, help="default: the shipped static adapter trained on --task for --model, when there is one")

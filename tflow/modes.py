@@ -195,7 +195,8 @@ class Pipeline:
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         senders = backbone
         if sender_model and sender_model != model:
-            senders = load_backbone(sender_model, device=backbone.device, dtype=backbone.dtype, trust_remote_code=trust_remote_code)
+            senders = load_backbone(sender_model, device=backbone.device, dtype=backbone.dtype, trust_remote_code=trust_remote_code,
+                                    share_with=backbone)
         spec = lora.infer_targets(backbone.model)
         gen = load_generator(generator, spec, backbone.name, sender_shape(senders)).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None

@@ -84,7 +84,7 @@ class TrainConfig:
     HELP = {  # not annotated: a class attribute, not a field
         "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N or jsonl:PATH",
         "model": "the frozen receiver: tiny, smollm2-135m-instruct (fetched once), a GGUF file, a directory or a hub name",
-        "sender_model": "the senders' backbone (default: the receiver's)",
+        "sender_model": "the senders' backbone (default: the receiver's); a PEFT adapter directory on the receiver's base shares its weights",
         "out": "output directory (default: checkpoints/generators/<task> or checkpoints/static/<task>)",
         "static": "train one query-independent PEFT LoRA instead (the ablation), same rank, targets, data and steps",
         "steps": "optimizer steps", "batch_size": "examples per step (split across processes)", "lr": "peak learning rate (AdamW)",
@@ -284,7 +284,7 @@ def train(cfg: TrainConfig) -> dict:
     roles = Roles()
     senders = None
     if cfg.sender_model and cfg.sender_model != cfg.model and not cfg.static:
-        senders = load_backbone(cfg.sender_model, device=backbone.device, dtype=backbone.dtype)
+        senders = load_backbone(cfg.sender_model, device=backbone.device, dtype=backbone.dtype, share_with=backbone)
     obj = _Objective(cfg, backbone, roles, senders)
     est = check_fits(obj, cfg, [draw_check() for _ in range(cfg.batch_size)])
     if est is not None and accel.is_main_process:

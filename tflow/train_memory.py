@@ -138,7 +138,8 @@ def estimate(backbone: Backbone, gen: Generator, batch: int, seq_len: int, check
     weights = _nbytes(backbone.model)
     # weights + gradients + AdamW's two moments, all in the generator's dtype
     own = sender_backbone is not None and sender_backbone is not backbone
-    sender_weights = _nbytes(sender_backbone.model) if own else 0
+    shared = {p.data_ptr() for p in backbone.model.parameters()}  # an adapter's senders share the receiver's weights
+    sender_weights = sum(p.numel() * p.element_size() for p in sender_backbone.model.parameters() if p.data_ptr() not in shared) if own else 0
     logits = (tokens if logit_tokens is None else logit_tokens) * cfg.vocab_size * (4 * 2 + b)
     runtime = peak = 0
     if backbone.device.type == "cpu":

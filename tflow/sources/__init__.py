@@ -5,6 +5,7 @@
   cache of safetensors + tokenizer that later loads take in seconds;
 - `PATH.gguf`: any GGUF file transformers can read, dequantized into the same cache;
 - `tiny` / `tiny-kb`: the embedded world in the source tree's `checkpoints/`;
+- a PEFT adapter directory: its base (any of these) with the adapter (`adapter.py`, used by `load_backbone`);
 - anything else: a Hugging Face directory or hub name, passed through unchanged.
 
 `resolve` returns the directory to load and the name the backbone is known by.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gguf, packaged
+from . import adapter, gguf, packaged
 
 EMBEDDED = {"tiny": "tiny-qwen3", "tiny-kb": "tiny-qwen3-kb"}
 

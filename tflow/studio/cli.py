@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
     parser.add_argument("--sender-model", default=None,
                         help="a sender backbone (a specialist) for the generators whose checkpoints record it; default with the "
-                             "embedded backbone: the embedded kb specialist; 'none' for no second backbone")
+                             "embedded backbone: the embedded kb specialist; 'none' for no second backbone. A PEFT adapter directory on "
+                             "the receiver's base shares the receiver's weights")
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],

@@ -120,7 +120,7 @@ class Studio:
         self.sender_backbone = None
         if sender_model and sender_model != model:
             self.sender_backbone = load_backbone(sender_model, self.backbone.device, self.backbone.dtype,
-                                                 trust_remote_code=cfg.trust_remote_code)
+                                                 trust_remote_code=cfg.trust_remote_code, share_with=self.backbone)
         self._other_backbones: list[str] = []
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
         self.generators = {NONE: Checkpoint(NONE, untrained, None, {}, None)}
