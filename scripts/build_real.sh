@@ -30,9 +30,11 @@ if has static; then
 fi
 
 if has evaluate; then
-  # ~22 minutes on 2 cores (TextMAS's messages: 12 of them)
-  python -m tflow.evaluate --model $MODEL --task note --modes single,textmas,tflow,static --limit 200 --seed 0 \
+  # 24 minutes on 2 cores (TextMAS's messages: 12 of them); then the static LoRA on the same queries
+  python -m tflow.evaluate --model $MODEL --task note --modes single,textmas,tflow --limit 200 --seed 0 \
     --shuffle-conditions --swap-facts --batch-size 8 --json checkpoints/results/smollm2-note.json
+  python -m tflow.evaluate --model $MODEL --task note --modes static --limit 200 --seed 0 --batch-size 8 \
+    --json checkpoints/results/smollm2-note-static.json
 fi
 
 if has bench; then

@@ -172,6 +172,8 @@ class _Objective:
             peft_cfg = LoraConfig(r=cfg.generator.rank, lora_alpha=cfg.generator.alpha, lora_dropout=0.0,
                                   target_modules=target_regex(self.spec))
             self.module = get_peft_model(backbone.model, peft_cfg)
+            # the base as the user names it (a packaged model's name), not the cache directory it was loaded from
+            self.module.peft_config["default"].base_model_name_or_path = backbone.name
         else:
             dtype = resolve_dtype(cfg.generator_dtype, backbone.device)
             self.module = build_generator(cfg.arch, cfg.generator, self.spec, backbone.name,
