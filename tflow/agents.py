@@ -352,6 +352,7 @@ class Generated:
     generated_tokens: int
     stop_reason: str  # "eos" | "length" | "stopped" | "timeout"
     kv_cache_bytes: int
+    first_token_s: float = 0.0  # seconds from `started` (default: the call) to the first token: the prefill
 
 
 class _CallbackStreamer(BaseStreamer):
@@ -386,8 +387,11 @@ class _StopWhen(StoppingCriteria):
 
     def __init__(self, should_stop: Callable[[], bool] | None, deadline: float | None):
         self.should_stop, self.deadline, self.reason = should_stop, deadline, None
+        self.first_at: float | None = None  # when the first token was there (the criteria run after every step)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
         if self.should_stop is not None and self.should_stop():
             self.reason = "stopped"
         elif self.deadline is not None and time.monotonic() > self.deadline:
@@ -403,8 +407,11 @@ def generate(
     settings: GenerationSettings,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    started: float | None = None,
 ) -> list[Generated]:
-    """Batched (left-padded) generation with per-sequence accounting."""
+    """Batched (left-padded) generation with per-sequence accounting. started: the perf_counter the
+    first-token time counts from (a caller's stage that began before, e.g. with a merge)."""
+    started = time.perf_counter() if started is None else started
     tok = backbone.tokenizer
     ids, mask = _pad(prompts, tok.pad_token_id, left=True, device=backbone.device)
     eos = backbone.eos_token_ids
@@ -442,5 +449,6 @@ def generate(
             generated_tokens=len(kept),
             stop_reason=reason,
             kv_cache_bytes=backbone.kv_cache_bytes(len(prompt) + len(kept)),
+            first_token_s=(stop.first_at or time.perf_counter()) - started,
         ))
     return results

@@ -69,6 +69,7 @@ def _summary(rows: list[RunResult]) -> dict:
         "receiver_kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r in rows),
         "peak_kv_cache_bytes": max(_peak_kv(r) for r in rows),
         "stages_median": {k: statistics.median(r.timings[k] for r in rows) for k in rows[0].timings},
+        "receiver_first_token_s_median": statistics.median(r.receiver_first_token_s for r in rows),  # perturbation applied + prefill
         # per query, in run order: the receiver's seconds per generated token (for paired ratios)
         "receiver_s_per_token": [r.timings["receiver"] / max(1, r.usage.by_agent[_receiver(r)].generated_tokens) for r in rows],
     }
@@ -123,9 +124,12 @@ def ratios(modes: dict) -> dict:
         # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
         limit = s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]
         out["tflow_over_its_limit"] = t["seconds_median"] / limit
-    else:  # answers of other lengths: Single's receiver seconds per token, scaled to TFlow's answer length
-        per_token = s["stages_median"]["receiver"] / max(1, s["receiver_generated_tokens"])
-        limit = t["stages_median"]["sender_pass"] + t["stages_median"]["generator"] + per_token * t["receiver_generated_tokens"]
+    else:  # answers of other lengths: Single's prefill, then Single's seconds per decoding step for TFlow's other tokens
+        # (one receiver time per token would spread Single's prefill over its own, longer answer)
+        first = s["receiver_first_token_s_median"]
+        per_step = (s["stages_median"]["receiver"] - first) / max(1.0, s["receiver_generated_tokens"] - 1)
+        receiver = first + per_step * max(0.0, t["receiver_generated_tokens"] - 1)
+        limit = t["stages_median"]["sender_pass"] + t["stages_median"]["generator"] + receiver
         out["tflow_over_its_limit_at_its_answer_length"] = t["stages_median"]["total"] / limit
     return out
 

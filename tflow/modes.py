@@ -18,7 +18,9 @@ agent's usage names its backbone and parameter count.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +127,7 @@ class RunResult:
     sender_states: list[SenderStates] | None = None  # tflow
     batch_size: int = 1
     answer_ids: list[int] = field(default_factory=list)  # the receiver's generated token ids (with the end token, if it ended)
+    receiver_first_token_s: float = 0.0  # of the receiver stage: applying the perturbation + prefill (the batch's)
 
     @property
     def paper_tokens(self) -> int:
@@ -166,6 +169,8 @@ class Pipeline:
         self.backbone = backbone
         self.sender_backbone = sender_backbone or backbone
         self.merge = merge
+        # the lengths of recent perturbed answers: how many decoding steps a merge would be paid back over
+        self.perturbed_answer_tokens: deque[int] = deque(maxlen=32)
         self.roles = roles or Roles()
         self.spec = lora.infer_targets(backbone.model)
         shape = sender_shape(self.sender_backbone)
@@ -346,10 +351,15 @@ class _Job:
 
         self.on_stage("receiver")
         t0 = time.perf_counter()
-        # steps: one prefill + the decoding budget (an answer that stops early has merged for fewer tokens)
-        steps = self.settings.max_new_tokens + 1
+        # steps: one prefill + the answer's expected length (the median of recent perturbed answers, within the budget)
+        recent = list(pipe.perturbed_answer_tokens)
+        budget = self.settings.max_new_tokens
+        steps = 1 + (min(budget, round(statistics.median(recent))) if recent else budget)
         with lora.apply(pipe.backbone.model, perturbation, pipe.merge, steps) if perturbation is not None else contextlib.nullcontext():
-            gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop)
+            gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop,
+                            started=t0)
+        if perturbation is not None:
+            pipe.perturbed_answer_tokens.extend(g.generated_tokens for g in gens)
         return gens, time.perf_counter() - t0
 
     def _results(self, mode: str, gens: list[Generated], timings: dict[str, float], usage_extra: list[dict[str, AgentUsage]], **per_query) -> list[RunResult]:
@@ -362,7 +372,7 @@ class _Job:
             results.append(RunResult(
                 mode=mode, question=self.questions[i], answer=g.text, usage=usage, timings=dict(timings),
                 kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason, receiver_prompt_tokens=g.prompt_tokens,
-                batch_size=self.n, answer_ids=g.token_ids, **{k: v[i] for k, v in per_query.items()},
+                batch_size=self.n, answer_ids=g.token_ids, receiver_first_token_s=g.first_token_s, **{k: v[i] for k, v in per_query.items()},
             ))
         return results
 
