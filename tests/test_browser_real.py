@@ -33,7 +33,8 @@ def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real
     assert "smollm2-135m-instruct" in header and "30 layers" in header and "hidden 576" in header, header
     note = next(e for e in build_examples() if e["task"] == "note")
     first = page.locator("#examples tbody tr").first
-    assert note["question"] in first.inner_text()  # the real model's own task comes first
+    # the real model's own task comes first (the table's cells fill in after the page loads: wait for them)
+    page.wait_for_function("q => (document.querySelector('#examples tbody tr')?.innerText || '').includes(q)", arg=note["question"])
     first.click()
     page.wait_for_function("q => document.querySelector('#question textarea').value === q", arg=note["question"])
     shoot(page, tmp_path, "real-1-ask")
