@@ -29,6 +29,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from . import sources
+from .cli import first_line
 from .prefix import PrefixCache
 
 _DTYPES = {
@@ -172,9 +173,9 @@ def load_backbone(
     base = sources.adapter.base_of(name_or_path)
     if base is not None:
         if share_with is not None and sources.known_as(base) == sources.known_as(share_with.name):
-            return Backbone(sources.adapter.attach(share_with.model, name_or_path, share=True), share_with.tokenizer, name_or_path)
+            return Backbone(sources.adapter.attach(share_with.model, name_or_path, shared_weights=True), share_with.tokenizer, name_or_path)
         plain = load_backbone(base, device, dtype, trust_remote_code)
-        return Backbone(sources.adapter.attach(plain.model, name_or_path, share=False), plain.tokenizer, name_or_path)
+        return Backbone(sources.adapter.attach(plain.model, name_or_path, shared_weights=False), plain.tokenizer, name_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = sources.resolve(name_or_path)
@@ -183,8 +184,7 @@ def load_backbone(
         model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
         offline = " (HF_HUB_OFFLINE=1: only models already on disk or in the HF cache load)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not load model {name_or_path!r}{offline}: {first}") from e
+        raise ValueError(f"could not load model {name_or_path!r}{offline}: {first_line(e)}") from e
     return Backbone(model=model.to(dev), tokenizer=tokenizer, name=src.name)
 
 

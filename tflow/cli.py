@@ -19,6 +19,12 @@ def one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message (a library's multi-line report), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def user_errors(main: F) -> F:
     @functools.wraps(main)
     def wrapped(*args, **kwargs):

@@ -36,7 +36,7 @@ class MergeCosts:
         return self.merge_s < steps * self.lowrank_step_s
 
 
-_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, MergeCosts]] = weakref.WeakKeyDictionary()
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[int, MergeCosts]] = weakref.WeakKeyDictionary()
 
 
 def _fastest(fn: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -225,8 +225,8 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
     if len(parts(task)) > 1:  # a mixture: its parts' examples in turn (n shared out evenly)
         if n is None:
             raise ValueError(f"task {task!r} is a mixture: give the number of examples")
-        each = [examples(t, split, n // len(parts(task)) + (i < n % len(parts(task))), seed, hash_split, skip_bad_rows)
-                for i, t in enumerate(parts(task))]
+        k = len(parts(task))
+        each = [examples(t, split, n // k + (i < n % k), seed, hash_split, skip_bad_rows) for i, t in enumerate(parts(task))]
         return [ex for group in itertools.zip_longest(*each) for ex in group if ex is not None]
     if task.startswith("jsonl:"):
         rows, _ = load_jsonl(task[len("jsonl:"):], skip_bad_rows)

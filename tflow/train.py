@@ -268,9 +268,8 @@ def check_fits(obj: _Objective, cfg: TrainConfig, examples: list[tasks.Example])
     est = analytic(cfg.batch_size)
     sizes = (1, 2) if len(examples) >= 2 else (1, 1)
     est.probed = train_memory.probe(step, lambda n: analytic(n).activation_bytes, obj.backbone.device, sizes)
-    free = lora.free_bytes(obj.backbone.device)
-    in_use = train_memory.resident_bytes() if obj.backbone.device.type == "cpu" else torch.cuda.memory_allocated(obj.backbone.device)
-    if free is not None and est.total - in_use > free:
+    free = lora.free_bytes(obj.backbone.device)  # None where it cannot be read (then nothing is refused)
+    if free is not None and est.total - train_memory.in_use_bytes(obj.backbone.device) > free:
         advice = "" if cfg.gradient_checkpointing else "--gradient-checkpointing, "
         raise ValueError(f"this configuration needs {est.describe()}, but only {train_memory.gib(free)} are free on "
                          f"{obj.backbone.device}: try {advice}a smaller --batch-size or a smaller generator (--d-model)")

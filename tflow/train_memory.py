@@ -95,16 +95,22 @@ class Probe:
 def probe(step: Callable[[int], None], activations: Callable[[int], int], device: torch.device, sizes: tuple[int, int] = (1, 2)) -> Probe:
     """Run `step(n)` (one forward + backward on n examples) at each size and read the peak after it;
     `activations(n)`: the analytic activation bytes at batch n."""
-    peaks = []
+    peaks: dict[int, int] = {}
     for n in sizes:
-        reset_peak(device)
-        step(n)
-        peaks.append(peak_bytes(device))
-    return Probe(sizes, (peaks[0], peaks[1]), (activations(sizes[0]), activations(sizes[1])))
+        if n not in peaks:  # a batch of 1 probes once
+            reset_peak(device)
+            step(n)
+            peaks[n] = peak_bytes(device)
+    return Probe(sizes, (peaks[sizes[0]], peaks[sizes[1]]), (activations(sizes[0]), activations(sizes[1])))
 
 
 def _nbytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def in_use_bytes(device: torch.device) -> int:
+    """What the process holds now on `device`, in the units of `peak_bytes`: allocated on CUDA, else resident."""
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
 
 
 def resident_bytes() -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..cli import first_line
+
 CONFIG = "adapter_config.json"
 
 
@@ -32,17 +34,16 @@ def base_of(name_or_path: str) -> str | None:
     return base
 
 
-def attach(model: nn.Module, path: str, share: bool) -> nn.Module:
+def attach(model: nn.Module, path: str, shared_weights: bool) -> nn.Module:
     """`model` with the adapter at `path`: on a copy of its module tree that shares its parameters
-    (share=True: `model` itself is left as it was), else merged into `model`'s own weights."""
+    (shared_weights: `model` itself is left as it was), else merged into `model`'s own weights."""
     from peft import PeftModel  # imported here: loading a plain backbone does not need peft
 
-    if share:
+    if shared_weights:
         # deepcopy with every parameter pre-seeded in the memo: new modules, the same Parameter objects
         model = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
     try:
         peft = PeftModel.from_pretrained(model, path, is_trainable=False)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"adapter {path} does not fit its base model: {first}") from e
-    return peft.base_model.model if share else peft.merge_and_unload()
+        raise ValueError(f"adapter {path} does not fit its base model: {first_line(e)}") from e
+    return peft.base_model.model if shared_weights else peft.merge_and_unload()
