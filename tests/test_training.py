@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tflow import Pipeline, tasks
 from tflow.evaluate import format_table, main as evaluate_main
@@ -50,6 +51,30 @@ def test_generator_training_saves_a_loadable_checkpoint_and_resumes(model_dir, t
     pipe = Pipeline.from_pretrained(str(model_dir), generator=str(out))
     assert pipe.generator_trained  # training moved the zero-initialised B head
     assert pipe.run("What is the code?", "tflow", "The code is 12.", max_new_tokens=3).usage.total_tokens > 0
+
+
+def test_init_fine_tunes_from_a_generator_trained_on_another_task(model_dir, tmp_path):
+    base, tuned = tmp_path / "relay", tmp_path / "split"
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(base), "--steps", "3", "--eval-every", "3", *SMALL])
+    train_main(["--task", "split", "--model", str(model_dir), "--out", str(tuned), "--steps", "1", "--eval-every", "1",
+                "--lr", "1e-12", "--warmup", "0", "--init", str(base), *SMALL])
+    before, after = load_file(str(base / "generator.safetensors")), load_file(str(tuned / "generator.safetensors"))
+    assert float(before["head_b.weight"].abs().sum()) > 0  # trained, so starting from it is visible
+    for name, t in before.items():
+        torch.testing.assert_close(after[name], t, atol=1e-6, rtol=0)
+    meta = json.loads((tuned / "generator_config.json").read_text())["meta"]
+    assert meta["task"] == "split" and meta["config"]["init"] == str(base)
+
+
+def test_init_from_another_shape_or_nowhere_is_one_clear_error(model_dir, tmp_path, capsys):
+    base = tmp_path / "relay"
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(base), "--steps", "1", "--eval-every", "1", *SMALL])
+    wider = [a if a != "32" else "48" for a in SMALL]  # --d-model 48
+    for init in (str(base), str(tmp_path / "nothing")):
+        with pytest.raises(SystemExit) as e:
+            train_main(["--task", "relay", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--steps", "1", "--init", init, *wider])
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: --init {init}")
 
 
 def test_release_architecture_trains_on_any_backbone_with_its_own_size_flags(model_dir, tmp_path):

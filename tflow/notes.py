@@ -12,12 +12,33 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-FIRST_NAMES = ("Alice", "Bruno", "Chloe", "Daniel", "Elena", "Felix", "Grace", "Hugo", "Irene", "Jonas", "Karen", "Leo",
-               "Maria", "Nadia", "Oscar", "Paula", "Quentin", "Rosa", "Simon", "Tara", "Umar", "Vera", "Walter", "Xenia",
-               "Yusuf", "Zoe", "Marco", "Priya", "Lukas", "Hana", "Omar", "Ingrid", "Pedro", "Sofia", "Tomas", "Amara")
-CITIES = ("Lisbon", "Oslo", "Vienna", "Madrid", "Dublin", "Prague", "Athens", "Warsaw", "Berlin", "Rome", "Paris", "Helsinki",
-          "Zurich", "Budapest", "Munich", "Seville", "Porto", "Krakow", "Milan", "Lyon", "Geneva", "Bergen", "Tallinn", "Riga")
-COLOURS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "silver", "brown", "pink", "grey")
+# Open-class values come from large pools: with a few dozen names a generator learns to pick one of
+# the names it was trained on and never says a held-out one (measured: 0/10 held-out names and
+# 0/13 cities with 29 and 19 training values, against 98% on training values).
+FIRST_NAMES = tuple("""
+Aaron Abigail Adam Adrian Agnes Aiden Alan Albert Alex Alfred Alice Alma Amara Amber Amelia Amir Andrea Angela Anna
+Anton Arthur Astrid Aurora Barbara Beatrice Ben Bianca Boris Brian Bruno Caleb Camila Carl Carla Carmen Caroline Cecilia
+Charles Chiara Chloe Clara Colin Daniel Daria David Diana Dmitri Dora Edgar Edith Elena Elias Elif Eliza Emil Emma
+Enzo Eric Erik Esther Eva Fatima Felix Fiona Frank Freya Gabriel Gemma George Gina Grace Greta Gustav Hannah Harold
+Hector Helen Henry Hugo Ian Ida Igor Ines Ingrid Irene Isaac Ivan Jack Jacob Jana Jasmine Jonas Joseph Julia Karen
+Karl Kate Kevin Klara Lars Laura Leah Leo Leon Lena Liam Lidia Linda Lucas Lucia Lukas Luna Magnus Maria Marco
+Martin Matteo Maya Mia Milan Mira Nadia Nathan Nina Noah Nora Olga Oliver Olivia Omar Oscar Paula Pedro Peter Philip
+Priya Quentin Rachel Rafael Rita Robert Rosa Ruth Samuel Sara Sebastian Simon Sofia Stella Stefan Susan Tara Teresa
+Theo Thomas Tomas Umar Ursula Valentin Vera Victor Viktor Walter Wendy Xenia Yara Yusuf Zara Zoe""".split())
+CITIES = tuple("""
+Aberdeen Amsterdam Ankara Antwerp Athens Auckland Austin Baltimore Bangkok Barcelona Basel Beijing Belfast Belgrade
+Bergen Berlin Bilbao Birmingham Bologna Bordeaux Boston Bratislava Bremen Brighton Brisbane Bristol Brussels Bucharest
+Budapest Cairo Calgary Cardiff Chicago Cologne Copenhagen Cork Dallas Delhi Denver Dresden Dublin Dubai Edinburgh
+Florence Frankfurt Geneva Genoa Ghent Glasgow Gothenburg Granada Graz Hamburg Hanoi Havana Helsinki Houston Istanbul
+Jakarta Kiev Krakow Kyoto Lagos Leeds Leipzig Lille Lima Lisbon Liverpool London Lyon Madrid Malaga Manchester
+Marseille Melbourne Miami Milan Montreal Moscow Mumbai Munich Nairobi Naples Nantes Nice Osaka Oslo Ottawa Oxford
+Palermo Paris Perth Porto Prague Quebec Riga Rome Rotterdam Salzburg Santiago Seattle Seoul Seville Shanghai Sofia
+Stockholm Stuttgart Sydney Tallinn Tokyo Toronto Toulouse Turin Utrecht Valencia Vancouver Venice Verona Vienna
+Vilnius Warsaw Zagreb Zurich""".split())
+COLOURS = tuple("""
+red blue green yellow black white orange purple silver brown pink grey gold beige navy maroon teal olive cyan
+magenta violet turquoise crimson ivory bronze copper lavender lime mint peach coral cream ruby amber indigo
+scarlet tan khaki charcoal""".split())
 
 
 @dataclass(frozen=True)

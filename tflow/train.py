@@ -69,6 +69,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_size: int = 100
     resume: bool = False
+    init: str = ""  # start from the weights saved in this directory (fine-tune: fresh optimizer and schedule)
     threads: int = 2
     device: str = "auto"
     dtype: str = "auto"  # the frozen receiver's: bf16 on CUDA, fp32 on CPU
@@ -90,7 +91,9 @@ class TrainConfig:
         "steps": "optimizer steps", "batch_size": "examples per step (split across processes)", "lr": "peak learning rate (AdamW)",
         "warmup": "linear warm-up steps before the cosine decay", "weight_decay": "AdamW weight decay", "seed": "seed of the data stream and initialisation",
         "eval_every": "steps between dev evaluations (each writes a checkpoint)", "eval_size": "dev examples (drawn from the train split)",
-        "resume": "continue from the checkpoint and optimizer state in the output directory", "threads": "CPU threads for torch",
+        "resume": "continue from the checkpoint and optimizer state in the output directory",
+        "init": "start from the weights saved in this directory (a fine-tune, e.g. on another task: fresh optimizer and schedule)",
+        "threads": "CPU threads for torch",
         "device": "auto, cpu, cuda, cuda:N or mps", "dtype": "the frozen receiver's precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16",
         "generator_dtype": "the generator's weights, gradients and AdamW state: fp32 or bf16",
         "gradient_checkpointing": "recompute the receiver's layers in backward (less activation memory, ~1/3 more compute)",
@@ -113,6 +116,9 @@ class TrainConfig:
             raise ValueError("--warmup and --layers must be >= 0 and --lr positive")
         if self.shape and self.static:
             raise ValueError("--shape measures generator training; --static needs real weights (--model)")
+        weights = "adapter_model.safetensors" if self.static else "generator.safetensors"
+        if self.init and not (Path(self.init) / weights).is_file():
+            raise ValueError(f"--init {self.init}: no {weights} there")
 
 
 def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
@@ -237,6 +243,19 @@ class _Objective:
             self.module.load_state_dict(load_file(str(out_dir / "generator.safetensors")))
 
 
+def _init_weights(obj: _Objective, directory: Path) -> None:
+    if obj.cfg.static:
+        obj.load_weights(directory)
+        return
+    saved, here = load_file(str(directory / "generator.safetensors")), obj.module.state_dict()
+    for name in sorted(set(saved) | set(here)):
+        there, mine = (tuple(d[name].shape) if name in d else "missing" for d in (saved, here))
+        if there != mine:
+            raise ValueError(f"--init {directory}: its weights do not fit this configuration ({name}: {there} there, "
+                             f"{mine} here); pass the generator flags it was trained with")
+    obj.load_weights(directory)
+
+
 def _receiver(cfg: TrainConfig, device: str | torch.device) -> Backbone:
     dtype = None if cfg.dtype == "auto" else cfg.dtype
     if cfg.shape:
@@ -298,6 +317,8 @@ def train(cfg: TrainConfig) -> dict:
         obj.load_weights(out_dir)
         _load_optimizer(opt, out_dir / "optimizer.safetensors")
         start_step = int(state["step"])
+    elif cfg.init:
+        _init_weights(obj, Path(cfg.init))
     module, opt = accel.prepare(obj.module, opt)
     rank_seed = cfg.seed * 1000 + accel.process_index
     draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)

@@ -11,6 +11,13 @@ A slot is one chunk of `chunk_size` values of one targeted module's flattened lo
 carries a whole factor (the paper's "dim accumulation" packs several chunks per token
 to the same end). The slot grid is the same for every layer. The B head starts at
 exactly zero, so an untrained generator yields an exactly-zero perturbation.
+
+Copy path (`copy = 1`, ours): each B column of a module that writes the receiver's residual
+width (fan_out == hidden) also gets a gated attention read of the senders' full-width states
+(their own layer mix, projected to the receiver's width). Through the d_model bottleneck and a
+linear head a generator learns a lookup of the values it trained on; the copy path lets it move
+a token's representation itself, so a value never seen in training can reach the receiver.
+Its gate starts at zero, so an untrained generator still yields an exactly-zero perturbation.
 The paper's own architecture, which loads the authors' checkpoint, is `release.py`.
 """
 from __future__ import annotations
@@ -40,6 +47,7 @@ class GeneratorConfig:
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
     condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
+    copy: int = 0  # 1: B columns of residual-width modules also read the senders' states through attention
 
     HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
         "n_heads": "attention heads of the generator",
@@ -47,6 +55,7 @@ class GeneratorConfig:
         "chunk_size": "values of a flattened LoRA factor written by one parameter token (larger: fewer tokens, a wider head)",
         "output_scale": "raw factors are multiplied by this (the paper's release uses 0.01)",
         "fusion": "how senders' perturbations are fused: mean (1/S each) or gate (a learned scalar per sender, starting at the mean)",
+        "copy": "1: B columns of modules writing the residual width also copy attended sender states (lets unseen values through)",
     }
 
     def __post_init__(self) -> None:
@@ -55,6 +64,8 @@ class GeneratorConfig:
             raise ValueError("generator config: sizes must be positive")
         if self.d_model % self.n_heads:
             raise ValueError("generator config: d_model must be divisible by n_heads")
+        if self.copy not in (0, 1):
+            raise ValueError(f"generator config: copy must be 0 or 1, got {self.copy!r}")
         if self.fusion not in ("mean", "gate"):
             raise ValueError(f"generator config: fusion must be 'mean' or 'gate', got {self.fusion!r}")
 
@@ -93,6 +104,36 @@ class Block(nn.Module):
         h = self.norms[2](x).reshape(n, layers * slots, d)
         x = x + self.cross_attn(h, self.norms[3](cond), mask[:, None, None, :]).view(n, layers, slots, d)
         return x + self.mlp(self.norms[4](x))
+
+
+class CopyPath(nn.Module):
+    """Gated attention of each B column over the sender tokens, reading their full-width states."""
+
+    def __init__(self, d: int, rank: int, sender: SenderShape, hidden: int):
+        super().__init__()
+        self.rank = rank
+        self.aggregator = LayerAggregator(sender.num_layers + 1)
+        self.value = nn.Linear(sender.hidden_size, hidden, bias=False)
+        if sender.hidden_size == hidden:  # same width: start by moving the states unchanged
+            nn.init.eye_(self.value.weight)
+        self.query, self.key = nn.Linear(d, rank * d), nn.Linear(d, d)
+        self.gate = nn.Linear(d, rank)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    def values(self, states: torch.Tensor) -> torch.Tensor:
+        """(n, L+1, T, H_sender) -> (n, T, hidden)."""
+        return self.value(self.aggregator(states).to(self.value.weight.dtype))
+
+    def forward(self, tokens: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """tokens: (n, layers, d) B-slot tokens; cond: (n, T, d); mask: (n, T); values: (n, T, hidden)
+        -> (n, layers, hidden, rank) columns to add to B."""
+        n, layers, d = tokens.shape
+        q = self.query(tokens).view(n, layers, self.rank, d)
+        scores = torch.einsum("nlrd,ntd->nlrt", q, self.key(cond)) / math.sqrt(d)
+        attn = torch.softmax(scores.masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1)
+        read = torch.einsum("nlrt,nth->nlhr", attn, values)
+        return read * self.gate(tokens)[:, :, None, :]
 
 
 @dataclass(frozen=True)
@@ -137,6 +178,8 @@ class ParameterGenerator(Generator):
             self.gate = nn.Linear(d, 1)
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
+        if config.copy:
+            self.copy_path = CopyPath(d, config.rank, self.sender, spec.hidden_size)
 
     def zero_head(self) -> nn.Linear:
         return self.head_b
@@ -157,6 +200,13 @@ class ParameterGenerator(Generator):
         else:
             weights = torch.full((bsz, s), 1.0 / s, device=param.device)
         A, B = self._detokenize(x, bsz, s)
+        if self.config.copy:
+            values = self.copy_path.values(states.to(param.device).flatten(0, 1))
+            for name, (fan_out, _) in self.spec.modules.items():
+                if fan_out == self.spec.hidden_size:
+                    b0 = self.layout.offsets[name][2]
+                    read = self.copy_path(x[:, :, b0], cond, mask, values)  # (b*S, layers, hidden, r)
+                    B[name] = B[name] + read.view_as(B[name]) * self.config.output_scale
         return self.perturbation(A, B, weights, senders)
 
     @property
