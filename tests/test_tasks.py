@@ -76,6 +76,17 @@ def test_a_note_test_example_states_a_held_out_value_with_held_out_phrasings_and
     assert not any(draw().held_out for _ in range(300))
 
 
+def test_open_class_note_slots_hold_enough_values_that_a_lookup_cannot_pass():
+    """A few dozen names let a generator learn a lookup (0 of 33 held-out values read, in training's
+    diagnostic); each open-class slot keeps well over a hundred training values, or 39 colours."""
+    for slot in notes.SLOTS:
+        train = [v for v in slot.values if not notes.is_held_out_value(slot, v)]
+        held = [v for v in slot.values if notes.is_held_out_value(slot, v)]
+        assert len(set(slot.values)) == len(slot.values) and held and train, slot.name
+    sizes = {slot.name: len(slot.values) for slot in notes.SLOTS}
+    assert sizes["name"] >= 150 and sizes["city"] >= 120 and sizes["colour"] >= 35, sizes
+
+
 def test_note_split_gives_each_sender_one_note_and_asks_for_both():
     for ex in tasks.examples("note-split", "test", 50, seed=1):
         a, b = ex.contexts
