@@ -49,8 +49,8 @@ if has evaluate; then
 fi
 
 if has evaluate; then
-  # note-split, 100 queries (TextMAS writes two messages per query: ~18 minutes in all)
-  python -m tflow.evaluate --model $MODEL --task note-split --modes single,textmas,tflow --limit 100 --seed 0 \
+  # note-split: TextMAS writes two messages per query (~22 minutes in all)
+  python -m tflow.evaluate --model $MODEL --task note-split --modes single,textmas,tflow --limit 200 --seed 0 \
     --shuffle-conditions --sender-ablation --batch-size 8 --json checkpoints/results/smollm2-note-split.json
 fi
 

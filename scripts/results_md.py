@@ -126,7 +126,7 @@ def real_model() -> list[str]:
            f"answer counted right when it is the senders' new value), TextMAS {note.get('textmas', '-')}."]
     if split:
         out.append("- smollm2-note-split: each sender holds a different note, the receiver is asked for both (right when "
-                   "both values are in the answer); 100 test queries (TextMAS writes two messages per query). "
+                   "both values are in the answer); 200 test queries. "
                    f"TFlow {split.get('tflow', '-')}, Single {split.get('single', '-')}, shuffled conditions "
                    f"{split.get('tflow_shuffled', '-')}, each sender's perturbation alone "
                    f"{' / '.join(v for k, v in split.items() if k.startswith('tflow_only_')) or '-'}, TextMAS "
