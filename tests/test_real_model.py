@@ -134,6 +134,20 @@ def test_every_mode_runs_on_the_real_model_and_tflow_reads_held_out_notes(note_p
         assert at_least <= right <= at_most, (mode, right, [r.answer for r in out])
 
 
+def test_note_split_on_the_real_model_reads_both_senders_and_neither_alone_suffices(smollm2):
+    found = catalog.trained_for("note-split", NAME)
+    assert found is not None, "no shipped note-split generator for SmolLM2 (scripts/build_real.sh split builds it)"
+    gen = load_generator(found, infer_targets(smollm2.model), smollm2.name, sender_shape(smollm2)).eval()
+    pipe = Pipeline(smollm2, gen)
+    # 8 held-out pairs (5 read here, 57% in the evaluation's 200); one sender alone gives at most one value
+    exs = tasks.examples("note-split", "test", 8, seed=11)
+    qs, ctxs = [e.question for e in exs], [list(e.contexts) for e in exs]
+    for keep, at_least, at_most in ((None, 4, 8), ([0], 0, 2), ([1], 0, 2)):
+        out = pipe.run_batch(qs, "tflow", ctxs, keep_senders=keep, max_new_tokens=24)
+        right = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(out, exs))
+        assert at_least <= right <= at_most, (keep, right, [r.answer for r in out])
+
+
 def test_a_batch_on_the_real_model_equals_one_by_one(note_pipe):
     exs = tasks.examples("note", "test", 3, seed=5)
     batch = note_pipe.run_batch([e.question for e in exs], "tflow", [list(e.contexts) for e in exs], max_new_tokens=8)
