@@ -11,6 +11,7 @@ steps=("${@:-generator split static evaluate bench}")
 steps=(${steps[@]})
 has() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 MODEL=smollm2-135m-instruct
+GENERATOR=(--chunk-size 2304 --condition message --copy 1)  # the note generator's shape; --init needs the same
 
 if has generator; then
   # note: a private note relayed through weights. chunk 2304 = one parameter token per 576 x 4 factor
@@ -23,14 +24,14 @@ if has generator; then
   # right) and, with 169 names / 124 cities / 39 colours, hardly learned at all (dev 6% at step 300; with: 78%).
   # The optimizer state stays beside it (git ignores it) so that --resume --steps N can continue the run.
   python -m tflow.train --model $MODEL --task note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 \
-    --chunk-size 2304 --condition message --copy 1 --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-note
+    "${GENERATOR[@]}" --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-note
 fi
 
 if has split; then
   # note-split: two senders, one note each; fine-tuned from the note generator (a mixture trained from
   # scratch without the copy path learned nothing in 300 steps)
   python -m tflow.train --model $MODEL --task note-split --init checkpoints/generators/smollm2-note --batch-size 8 \
-    --steps 200 --lr 5e-4 --warmup 20 --chunk-size 2304 --condition message --copy 1 --eval-every 100 --eval-size 32 \
+    --steps 200 --lr 5e-4 --warmup 20 "${GENERATOR[@]}" --eval-every 100 --eval-size 32 \
     --out checkpoints/generators/smollm2-note-split
 fi
 

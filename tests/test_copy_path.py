@@ -38,7 +38,7 @@ def test_copy_read_is_a_convex_mix_of_the_projected_sender_states(qwen3):
     gen = copy_generator(qwen3, gate=1.0)
     states = torch.randn(1, 1, qwen3.model.config.num_hidden_layers + 1, 5, gen.spec.hidden_size)
     mask = torch.tensor([[[True, True, True, False, False]]])
-    values = gen.copy_path.values(states.flatten(0, 1))[0, :3]  # (3 real tokens, hidden)
+    values = gen.copy_path.memory(states.flatten(0, 1), torch.zeros(1, 5, COPY.d_model))[1][0, :3]  # (3 real tokens, hidden)
     with torch.no_grad():
         values = values.detach()
         pert = gen(states, mask, ("Sender",))

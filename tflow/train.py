@@ -47,6 +47,7 @@ from .agents import (
 )
 from .cli import user_errors
 from .generators import ARCHES, GeneratorConfig, ReleaseConfig, build_generator, stack_conditions
+from .generators.base import WEIGHTS_NAME
 from .modes import Pipeline, normalise_contexts, sender_shape
 from .peft_io import target_regex
 from .shapes import get_shape, shape_backbone
@@ -116,9 +117,12 @@ class TrainConfig:
             raise ValueError("--warmup and --layers must be >= 0 and --lr positive")
         if self.shape and self.static:
             raise ValueError("--shape measures generator training; --static needs real weights (--model)")
-        weights = "adapter_model.safetensors" if self.static else "generator.safetensors"
+        weights = ADAPTER_WEIGHTS if self.static else WEIGHTS_NAME
         if self.init and not (Path(self.init) / weights).is_file():
             raise ValueError(f"--init {self.init}: no {weights} there")
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's file name for an adapter's weights
 
 
 def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.0) -> float:
@@ -238,22 +242,22 @@ class _Objective:
 
     def load_weights(self, out_dir: Path) -> None:
         if self.cfg.static:
-            set_peft_model_state_dict(self.module, load_file(str(out_dir / "adapter_model.safetensors")))
+            set_peft_model_state_dict(self.module, load_file(str(out_dir / ADAPTER_WEIGHTS)))
         else:
-            self.module.load_state_dict(load_file(str(out_dir / "generator.safetensors")))
+            self.module.load_state_dict(load_file(str(out_dir / WEIGHTS_NAME)))
 
 
 def _init_weights(obj: _Objective, directory: Path) -> None:
     if obj.cfg.static:
         obj.load_weights(directory)
         return
-    saved, here = load_file(str(directory / "generator.safetensors")), obj.module.state_dict()
+    saved, here = load_file(str(directory / WEIGHTS_NAME)), obj.module.state_dict()
     for name in sorted(set(saved) | set(here)):
         there, mine = (tuple(d[name].shape) if name in d else "missing" for d in (saved, here))
         if there != mine:
             raise ValueError(f"--init {directory}: its weights do not fit this configuration ({name}: {there} there, "
                              f"{mine} here); pass the generator flags it was trained with")
-    obj.load_weights(directory)
+    obj.module.load_state_dict(saved)  # the file read once, for the check and the weights
 
 
 def _receiver(cfg: TrainConfig, device: str | torch.device) -> Backbone:

@@ -121,16 +121,17 @@ class CopyPath(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 
-    def values(self, states: torch.Tensor) -> torch.Tensor:
-        """(n, L+1, T, H_sender) -> (n, T, hidden)."""
-        return self.value(self.aggregator(states).to(self.value.weight.dtype))
+    def memory(self, states: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the columns attend over: keys (n, T, d) from the conditions (n, T, d) and values
+        (n, T, hidden) from the sender states (n, L+1, T, H_sender)."""
+        return self.key(cond), self.value(self.aggregator(states).to(self.value.weight.dtype))
 
-    def forward(self, tokens: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """tokens: (n, layers, d) B-slot tokens; cond: (n, T, d); mask: (n, T); values: (n, T, hidden)
+    def forward(self, tokens: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """tokens: (n, layers, d) B-slot tokens; keys, mask, values: `memory`'s, (n, T) mask
         -> (n, layers, hidden, rank) columns to add to B."""
         n, layers, d = tokens.shape
         q = self.query(tokens).view(n, layers, self.rank, d)
-        scores = torch.einsum("nlrd,ntd->nlrt", q, self.key(cond)) / math.sqrt(d)
+        scores = torch.einsum("nlrd,ntd->nlrt", q, keys) / math.sqrt(d)
         attn = torch.softmax(scores.masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1)
         read = torch.einsum("nlrt,nth->nlhr", attn, values)
         return read * self.gate(tokens)[:, :, None, :]
@@ -188,7 +189,8 @@ class ParameterGenerator(Generator):
         """states: (batch, S, L+1, T, hidden) padded along T; mask: (batch, S, T) bool."""
         bsz, s = states.shape[:2]
         param = next(self.parameters())
-        cond = self.in_proj(self.aggregator(states.to(param.device)).to(param.dtype))  # (b, S, T, d)
+        states = states.to(param.device)
+        cond = self.in_proj(self.aggregator(states).to(param.dtype))  # (b, S, T, d)
         cond, mask = cond.flatten(0, 1), mask.flatten(0, 1).to(param.device)
         x = (self.layer_embed[:, None, :] + self.slot_embed[None, :, :]).expand(bsz * s, -1, -1, -1)
         for block in self.blocks:
@@ -201,11 +203,11 @@ class ParameterGenerator(Generator):
             weights = torch.full((bsz, s), 1.0 / s, device=param.device)
         A, B = self._detokenize(x, bsz, s)
         if self.config.copy:
-            values = self.copy_path.values(states.to(param.device).flatten(0, 1))
+            keys, values = self.copy_path.memory(states.flatten(0, 1), cond)  # once for every module it writes
             for name, (fan_out, _) in self.spec.modules.items():
                 if fan_out == self.spec.hidden_size:
                     b0 = self.layout.offsets[name][2]
-                    read = self.copy_path(x[:, :, b0], cond, mask, values)  # (b*S, layers, hidden, r)
+                    read = self.copy_path(x[:, :, b0], keys, mask, values)  # (b*S, layers, hidden, r)
                     B[name] = B[name] + read.view_as(B[name]) * self.config.output_scale
         return self.perturbation(A, B, weights, senders)
 
