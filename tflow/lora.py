@@ -216,6 +216,8 @@ class _Active:
                 # one fused pass: W + B A without materialising B A on its own
                 merged = torch.addmm(mod.weight, b[0], a[0], out=_POOL.take(mod.weight))
                 self.ops[mod] = ("merged", merged, None)
+            elif p.batch_size == 1:  # one perturbation for every row: 2-D GEMMs on transposed copies
+                self.ops[mod] = ("shared", a[0].t().contiguous(), b[0].t().contiguous())
             else:
                 self.ops[mod] = ("lowrank", a, b)
 
@@ -236,7 +238,9 @@ def _patched_forward(module: nn.Linear, original):
         kind, first, second = op
         if kind == "merged":
             return F.linear(x, first, module.bias)
-        # (b, t, in) @ (b, in, R) @ (b, R, out); a batch of 1 broadcasts over x's batch.
+        if kind == "shared":
+            return merge_cost.add_low_rank(original(x), x, first, second)
+        # per-sample factors: (b, t, in) @ (b, in, R) @ (b, R, out)
         return original(x) + (x @ first.transpose(-1, -2)) @ second.transpose(-1, -2)
 
     return forward
