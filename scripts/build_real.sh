@@ -31,7 +31,7 @@ if has split; then
   # note-split: two senders, one note each; fine-tuned from the note generator (a mixture trained from
   # scratch without the copy path learned nothing in 300 steps)
   python -m tflow.train --model $MODEL --task note-split --init checkpoints/generators/smollm2-note --batch-size 8 \
-    --steps 200 --lr 5e-4 --warmup 20 "${GENERATOR[@]}" --eval-every 100 --eval-size 32 \
+    --steps 640 --lr 5e-4 --warmup 20 "${GENERATOR[@]}" --eval-every 80 --eval-size 32 \
     --out checkpoints/generators/smollm2-note-split
 fi
 
@@ -57,6 +57,6 @@ fi
 
 if has bench; then
   # TextMAS's senders write until they stop (at most 256 tokens): the paper's measurement with real message lengths
-  python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 2 --warmup 1 \
+  python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 5 --warmup 1 \
     --json docs/bench-cpu-smollm2.json
 fi

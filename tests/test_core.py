@@ -71,7 +71,7 @@ def test_a_single_inference_query_decodes_with_merged_weights_when_the_merge_pay
     used = []
     real = lora._Active.__init__
     monkeypatch.setattr(lora._Active, "__init__", lambda self, model, p, merge: (used.append(merge), real(self, model, p, merge))[1])
-    monkeypatch.setattr(merge_cost, "measure", lambda model, spec, rank: merge_cost.MergeCosts(merge_s=0.0, lowrank_step_s=1.0))
+    monkeypatch.setattr(merge_cost, "measure", lambda *args: merge_cost.MergeCosts(merge_s=0.0, lowrank_step_s=1.0))
     gen = loud_generator(qwen3, scale=1.0)
     merged = Pipeline(qwen3, gen).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
     lowrank = Pipeline(qwen3, gen, merge=False).run(QUESTION, mode="tflow", sender_context="The code is 47.", max_new_tokens=10)
@@ -82,7 +82,7 @@ def test_a_single_inference_query_decodes_with_merged_weights_when_the_merge_pay
 
 def test_a_short_answer_stays_low_rank_when_merging_costs_more_than_its_steps(qwen3, monkeypatch):
     costs = merge_cost.MergeCosts(merge_s=1.0, lowrank_step_s=0.01)  # the merge pays after 100 steps
-    monkeypatch.setattr(merge_cost, "measure", lambda model, spec, rank: costs)
+    monkeypatch.setattr(merge_cost, "measure", lambda *args: costs)
     used = []
     real = lora._Active.__init__
     monkeypatch.setattr(lora._Active, "__init__", lambda self, model, p, merge: (used.append(merge), real(self, model, p, merge))[1])
@@ -95,10 +95,22 @@ def test_a_short_answer_stays_low_rank_when_merging_costs_more_than_its_steps(qw
 
 def test_the_merge_cost_model_is_measured_once_per_model_and_rank(qwen3):
     pert = random_perturbation(qwen3, batch=1)
-    first = merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank)
+    calls = []
+
+    def applied(rank):
+        def ctx(merged):
+            calls.append((rank, merged))
+            return lora.apply(qwen3.model, lora._probe(qwen3.model, pert.spec, rank), merged)
+        return ctx
+
+    first = merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank, applied(pert.stacked_rank))
     assert first.merge_s > 0 and first.lowrank_step_s > 0
-    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank) is first
-    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank + 1) is not first
+    assert {merged for _, merged in calls} == {True, False}, "both paths are timed through apply"
+    assert not lora.is_patched(qwen3.model)
+    n = len(calls)
+    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank, applied(pert.stacked_rank)) is first
+    assert len(calls) == n, "the second call is served from the cache"
+    assert merge_cost.measure(qwen3.model, pert.spec, pert.stacked_rank + 1, applied(pert.stacked_rank + 1)) is not first
 
 
 def test_auto_merge_falls_back_to_low_rank_for_gradients_and_tight_memory(qwen3, monkeypatch):

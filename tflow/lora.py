@@ -135,12 +135,19 @@ class Perturbation:
         keep[:, list(senders)] = 1.0
         return replace(self, weights=self.weights * keep)
 
+    def stacked_layers(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's (A_cat (batch, layers, S*r, in), B_cat (batch, layers, out, S*r)) of one module,
+        with w_i * alpha/r folded into B: a few ops per module name instead of a few per linear."""
+        a = self.A[name]  # (b, S, L, r, in)
+        b = self.B[name] * (self.weights[:, :, None, None, None] * self.scaling).to(self.B[name].dtype)  # (b, S, L, out, r)
+        bsz, s, n, r, fan_in = a.shape
+        return (a.permute(0, 2, 1, 3, 4).reshape(bsz, n, s * r, fan_in),
+                b.permute(0, 2, 3, 1, 4).reshape(bsz, n, b.shape[3], s * r))
+
     def stacked(self, layer: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A_cat (batch, S*r, in), B_cat (batch, out, S*r)) with w_i * alpha/r folded into B."""
-        a = self.A[name][:, :, layer]  # (b, S, r, in)
-        b = self.B[name][:, :, layer] * (self.weights[:, :, None, None] * self.scaling).to(self.B[name].dtype)
-        bsz, s, r, fan_in = a.shape
-        return a.reshape(bsz, s * r, fan_in), b.permute(0, 2, 1, 3).reshape(bsz, b.shape[2], s * r)
+        """(A_cat (batch, S*r, in), B_cat (batch, out, S*r)) of one layer's module."""
+        a, b = self.stacked_layers(name)
+        return a[:, layer], b[:, layer]
 
     def delta(self, layer: int, name: str, sample: int = 0, sender: int | None = None) -> torch.Tensor:
         """Dense dW (out x in): fused over senders, or one sender's weighted share."""
@@ -208,18 +215,23 @@ class _Active:
 
     def __init__(self, model: nn.Module, p: Perturbation, merge: bool):
         self.ops: dict[nn.Module, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
-        for layer, name, mod in p.spec.linears(model):
-            a, b = p.stacked(layer, name)
+        layers = model.get_submodule(p.spec.layers_path)
+        for name in p.spec.modules:
+            w = layers[0].get_submodule(name).weight
             # factors may live elsewhere (a static adapter read on the CPU, an fp32 generator)
-            a, b = a.to(mod.weight.device, mod.weight.dtype), b.to(mod.weight.device, mod.weight.dtype)
-            if merge:
-                # one fused pass: W + B A without materialising B A on its own
-                merged = torch.addmm(mod.weight, b[0], a[0], out=_POOL.take(mod.weight))
-                self.ops[mod] = ("merged", merged, None)
-            elif p.batch_size == 1:  # one perturbation for every row: 2-D GEMMs on transposed copies
-                self.ops[mod] = ("shared", a[0].t().contiguous(), b[0].t().contiguous())
-            else:
-                self.ops[mod] = ("lowrank", a, b)
+            a, b = (t.to(w.device, w.dtype) for t in p.stacked_layers(name))
+            if not merge and p.batch_size == 1:  # one perturbation for every row: 2-D GEMMs on transposed copies
+                a_t, b_t = a[0].transpose(-1, -2).contiguous(), b[0].transpose(-1, -2).contiguous()
+            for layer in range(p.spec.num_layers):
+                mod = layers[layer].get_submodule(name)
+                if merge:
+                    # one fused pass: W + B A without materialising B A on its own
+                    merged = torch.addmm(mod.weight, b[0, layer], a[0, layer], out=_POOL.take(mod.weight))
+                    self.ops[mod] = ("merged", merged, None)
+                elif p.batch_size == 1:
+                    self.ops[mod] = ("shared", a_t[layer], b_t[layer])
+                else:
+                    self.ops[mod] = ("lowrank", a[:, layer], b[:, layer])
 
 
 _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("tflow_active_perturbation", default=None)
@@ -332,6 +344,17 @@ def checkpoint_context() -> tuple[contextlib.AbstractContextManager, contextlib.
     return contextlib.nullcontext(), _activated(_ACTIVE.get())
 
 
+def _probe(model: nn.Module, spec: TargetSpec, rank: int) -> Perturbation:
+    """A random perturbation of one sample and stacked rank `rank`, on the model's device and dtype
+    (what `merge_cost` times)."""
+    w = next(model.parameters())
+    like = {"device": w.device, "dtype": w.dtype}
+    n = spec.num_layers
+    return Perturbation(spec, {k: torch.randn(1, 1, n, rank, i, **like) * 0.01 for k, (_, i) in spec.modules.items()},
+                        {k: torch.randn(1, 1, n, o, rank, **like) * 0.01 for k, (o, _) in spec.modules.items()},
+                        torch.ones(1, 1, device=w.device), 1.0, ("probe",))
+
+
 @contextlib.contextmanager
 def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto", steps: int | None = None) -> Iterator[None]:
     """Apply `perturbation` to `model` for the current thread / task only, for the `with` body.
@@ -342,8 +365,9 @@ def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "aut
     low-rank per-sample path is used.
     """
     if merge == "auto":
-        merge = should_merge(model, perturbation) and (
-            steps is None or merge_cost.measure(model, perturbation.spec, perturbation.stacked_rank).merge_pays(steps))
+        merge = should_merge(model, perturbation) and (steps is None or merge_cost.measure(
+            model, perturbation.spec, perturbation.stacked_rank,
+            lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged)).merge_pays(steps))
     if _ACTIVE.get() is not None:
         raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
     if merge:
