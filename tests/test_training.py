@@ -104,6 +104,31 @@ def test_static_lora_training_writes_a_peft_adapter_usable_as_mode_static(model_
     assert float(adapter.B["self_attn.q_proj"].abs().sum()) > 0
 
 
+def test_a_specialist_adapter_learns_the_held_out_peoples_facts_and_serves_as_the_senders_backbone(model_dir, tmp_path, monkeypatch):
+    from tflow import train as train_module
+
+    drawn = []
+    real_stream = tasks.stream
+    monkeypatch.setattr(train_module.tasks, "stream", lambda *a, **k: (drawn.append(k.get("held_out")), real_stream(*a, **k))[1])
+    out = tmp_path / "specialist"
+    train_main(["--task", "kb@3", "--static", "--knows", "--model", str(model_dir), "--out", str(out), "--steps", "2",
+                "--eval-every", "2", *SMALL])
+    assert drawn and all(drawn), "every training draw includes group B's facts"
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["kind"] == "specialist" and meta["dev_set"].startswith("4 test-split")
+    pipe = Pipeline.from_pretrained(str(model_dir), sender_model=str(out))
+    assert pipe.sender_backbone is not pipe.backbone
+    assert pipe.run("How old is Tovi?", "textmas", max_new_tokens=2).answer is not None
+
+
+def test_knows_without_static_or_without_a_kb_task_is_one_clear_error(model_dir, tmp_path, capsys):
+    for extra in (["--task", "kb"], ["--task", "relay", "--static"]):
+        with pytest.raises(SystemExit) as e:
+            train_main([*extra, "--knows", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--steps", "1", *SMALL])
+        assert e.value.code == 2
+        assert "--knows trains a specialist adapter" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_accelerate_data_parallel_training_with_two_cpu_processes(model_dir, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -61,6 +61,7 @@ class TrainConfig:
     sender_model: str = ""  # the senders' backbone (default: the receiver's, --model)
     out: str = ""  # default: checkpoints/generators/<task> or checkpoints/static/<task>
     static: bool = False
+    knows: bool = False  # with --static and a kb task: a specialist (group B's facts learned too)
     steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
@@ -89,6 +90,8 @@ class TrainConfig:
         "sender_model": "the senders' backbone (default: the receiver's); a PEFT adapter directory on the receiver's base shares its weights",
         "out": "output directory (default: checkpoints/generators/<task> or checkpoints/static/<task>)",
         "static": "train one query-independent PEFT LoRA instead (the ablation), same rank, targets, data and steps",
+        "knows": "with --static and a kb task: train a specialist instead, an adapter that also learns the held-out "
+                 "people's facts (group B), for --sender-model; never the static ablation",
         "steps": "optimizer steps", "batch_size": "examples per step (split across processes)", "lr": "peak learning rate (AdamW)",
         "warmup": "linear warm-up steps before the cosine decay", "weight_decay": "AdamW weight decay", "seed": "seed of the data stream and initialisation",
         "eval_every": "steps between dev evaluations (each writes a checkpoint)", "eval_size": "dev examples (drawn from the train split)",
@@ -107,7 +110,8 @@ class TrainConfig:
     def output_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("checkpoints") / ("static" if self.static else "generators") / tasks.checkpoint_name(self.task)
+        kind = "specialists" if self.knows else "static" if self.static else "generators"
+        return Path("checkpoints") / kind / tasks.checkpoint_name(self.task)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_size", "threads"):
@@ -115,6 +119,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.warmup < 0 or self.layers < 0 or not self.lr > 0:
             raise ValueError("--warmup and --layers must be >= 0 and --lr positive")
+        if self.knows and not (self.static and tasks.is_specialist(self.task)):
+            raise ValueError("--knows trains a specialist adapter: it needs --static and a kb task (kb or kb@N)")
         if self.shape and self.static:
             raise ValueError("--shape measures generator training; --static needs real weights (--model)")
         weights = ADAPTER_WEIGHTS if self.static else WEIGHTS_NAME
@@ -303,7 +309,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     # cpu=True is what makes accelerate use gloo across CPU processes (MULTI_CPU).
     accel = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
-    draw_check = tasks.stream(cfg.task, seed=cfg.seed, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)  # data errors first
+    draw_check = tasks.stream(cfg.task, seed=cfg.seed, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows,
+                              held_out=cfg.knows)  # data errors first
     backbone = _receiver(cfg, accel.device if cfg.device == "auto" else cfg.device)
     roles = Roles()
     senders = None
@@ -325,13 +332,16 @@ def train(cfg: TrainConfig) -> dict:
         _init_weights(obj, Path(cfg.init))
     module, opt = accel.prepare(obj.module, opt)
     rank_seed = cfg.seed * 1000 + accel.process_index
-    draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)
-    dev = tasks.examples(cfg.task, "train", cfg.eval_size, seed=cfg.seed + 10_000, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)
+    draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows,
+                        held_out=cfg.knows)
+    # a specialist is checked on what it must know and no generator may see: group B's facts
+    dev_split = "test" if cfg.knows else "train"
+    dev = tasks.examples(cfg.task, dev_split, cfg.eval_size, seed=cfg.seed + 10_000, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows)
 
     per_process = max(1, cfg.batch_size // accel.num_processes)
     history, ema, t0, step_seconds = [], None, time.time(), []
     train_memory.reset_peak(backbone.device)
-    bar = tqdm(range(start_step, cfg.steps), desc=f"train {'static' if cfg.static else 'tflow'}:{cfg.task}",
+    bar = tqdm(range(start_step, cfg.steps), desc=f"train {'specialist' if cfg.knows else 'static' if cfg.static else 'tflow'}:{cfg.task}",
                disable=not accel.is_main_process, mininterval=5)
     module.train()
     for step in bar:
@@ -352,8 +362,8 @@ def train(cfg: TrainConfig) -> dict:
             history.append({"step": step + 1, "loss_ema": round(ema, 5), "dev_accuracy": acc})
             tqdm.write(f"step {step + 1}: loss {ema:.4f}, dev accuracy {acc:.3f}")
             meta = {
-                "task": cfg.task, "kind": "static" if cfg.static else "tflow", "steps": step + 1, "seed": cfg.seed,
-                "dev_accuracy": acc, "dev_set": f"{cfg.eval_size} train-split examples, seed {cfg.seed + 10_000}",
+                "task": cfg.task, "kind": "specialist" if cfg.knows else "static" if cfg.static else "tflow", "steps": step + 1,
+                "seed": cfg.seed, "dev_accuracy": acc, "dev_set": f"{cfg.eval_size} {dev_split}-split examples, seed {cfg.seed + 10_000}",
                 "seconds": round(time.time() - t0, 1), "processes": accel.num_processes,
                 "device": str(backbone.device), "dtype": str(backbone.dtype),
                 "config": asdict(cfg), "history": history,
