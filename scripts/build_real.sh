@@ -3,11 +3,11 @@
 # registry by `--model smollm2-135m-instruct`), in order, on a CPU (2 cores; run nothing else
 # torch-heavy meanwhile). Each step is seeded; the trainings are long, run them in the background:
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
-# Usage: bash scripts/build_real.sh [step ...]   steps: generator split static evaluate bench
+# Usage: bash scripts/build_real.sh [step ...]   steps: generator split static evaluate bench specialist
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
-steps=("${@:-generator split static evaluate bench}")
+steps=("${@:-generator split static evaluate bench specialist}")
 steps=(${steps[@]})
 has() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 MODEL=smollm2-135m-instruct
@@ -59,4 +59,14 @@ if has bench; then
   # TextMAS's senders write until they stop (at most 256 tokens): the paper's measurement with real message lengths
   python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 5 --warmup 1 \
     --json docs/bench-cpu-smollm2.json
+fi
+
+if has specialist; then
+  # kb on a real model (issue 19): the specialist is SmolLM2 + a PEFT LoRA that learned every fact of a fresh invented
+  # knowledge base (kb@2: 400 people x friend / age / lucky number; group B = the last 100 people, 300 questions) in
+  # its weights; only the adapter ships, the base is the fetched model. Kept as an adapter (not merged) so that it
+  # runs beside the receiver on the receiver's own weight tensors (tflow/sources/adapter.py): no second copy of the
+  # base. 3.1 s/step at batch 16 on 2 cores; its dev set is group B (what it must know and no generator may see).
+  python -m tflow.train --model $MODEL --task kb@2 --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
+    --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out checkpoints/specialists/smollm2-kb2
 fi

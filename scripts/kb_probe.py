@@ -1,6 +1,6 @@
 """Linear probe: do the specialist's question-span states (as a sender) encode the kb answer?
 
-    python scripts/kb_probe.py [--model checkpoints/tiny-qwen3-kb] [--json checkpoints/tiny-qwen3-kb/probe.json]
+    python scripts/kb_probe.py [--model checkpoints/tiny-qwen3-kb] [--task kb] [--every 1] [--json checkpoints/tiny-qwen3-kb/probe.json]
 
 For every layer (embedding output = 0), the Strategist's hidden state on the question's last token
 (and, beside it, the mean over the question's tokens) feeds one logistic regression per attribute and
@@ -48,16 +48,20 @@ def probe(x_train, answers_train: list[str], x_test, answers_test: list[str]) ->
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="checkpoints/tiny-qwen3-kb")
-    p.add_argument("--json", default=None)
+    p.add_argument("--model", default="checkpoints/tiny-qwen3-kb", help="the specialist: a backbone or a PEFT adapter directory")
+    p.add_argument("--task", default="kb", help="its knowledge base: kb or kb@N")
+    p.add_argument("--every", type=int, default=1, help="probe every Nth layer (and the last)")
+    p.add_argument("--json", default=None, help="write the report here")
     a = p.parse_args()
     torch.set_num_threads(1)
     backbone = load_backbone(a.model, device="cpu")
-    split = {name: tasks.examples("kb", name, None) for name in ("train", "test")}
+    split = {name: tasks.examples(a.task, name, None) for name in ("train", "test")}
     feats = {name: pooled_states(backbone, [e.question for e in rows]) for name, rows in split.items()}
-    report = {"model": a.model, "fit": "group A questions", "scored": "group B questions (300)", "accuracy": {}}
+    report = {"model": a.model, "task": a.task, "fit": "group A questions", "scored": f"group B questions ({len(split['test'])})",
+              "accuracy": {}}
+    layers = sorted({*range(0, backbone.num_layers + 1, a.every), backbone.num_layers})
     for pool in ("last", "mean"):
-        for layer in range(backbone.num_layers + 1):
+        for layer in layers:
             right = 0
             for attr in kb.ATTRIBUTES:
                 pick = {n: [i for i, e in enumerate(rows) if e.question.startswith(attr.question.split("{")[0])] for n, rows in split.items()}

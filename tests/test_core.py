@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -93,7 +94,8 @@ def test_a_short_answer_stays_low_rank_when_merging_costs_more_than_its_steps(qw
     assert used == [True, False, True]  # unknown length: merged (when it fits); 33 steps: low rank; 101: merged
 
 
-def test_the_merge_cost_model_is_measured_once_per_model_and_rank(qwen3):
+def test_the_merge_cost_model_is_measured_once_per_model_and_rank(qwen3, monkeypatch):
+    monkeypatch.setattr(merge_cost, "_MEASURED", weakref.WeakKeyDictionary())  # earlier tests measured this model
     pert = random_perturbation(qwen3, batch=1)
     calls = []
 
