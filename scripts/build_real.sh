@@ -69,4 +69,11 @@ if has specialist; then
   # base. 3.1 s/step at batch 16 on 2 cores; its dev set is group B (what it must know and no generator may see).
   python -m tflow.train --model $MODEL --task kb@2 --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
     --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out checkpoints/specialists/smollm2-kb2
+  # its ceiling and the base model on group B's 300 questions; then a linear probe of its senders' question states
+  python -m tflow.evaluate --model checkpoints/specialists/smollm2-kb2 --task kb@2 --modes single --limit 300 --seed 0 \
+    --batch-size 16 --json checkpoints/results/smollm2-kb2-specialist.json
+  python -m tflow.evaluate --model $MODEL --task kb@2 --modes single --limit 300 --seed 0 --batch-size 16 \
+    --json checkpoints/results/smollm2-kb2-single.json
+  python scripts/kb_probe.py --model checkpoints/specialists/smollm2-kb2 --task kb@2 --every 3 \
+    --json checkpoints/specialists/smollm2-kb2/probe.json
 fi

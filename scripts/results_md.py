@@ -145,6 +145,15 @@ def real_model() -> list[str]:
         "width also reads the senders' full-width states through a gated attention) with the larger pools: dev 44 / 88 "
         "/ 78 / 94 / 94 / 97 / 97 / 97% at steps 100-800. These choices were made on dev accuracy and on that diagnostic "
         "of the earlier pools' test split; the current pools' test split was run once, after training.")
+    alone, base = (CKPT / "results" / f"smollm2-kb2-{s}.json" for s in ("specialist", "single"))
+    if alone.is_file() and base.is_file():
+        acc = {k: f"{100 * json.loads(p.read_text())['results']['single']['accuracy']:.1f}%" for k, p in (("alone", alone), ("base", base))}
+        out.append(
+            "- smollm2-kb2 (issue 19, first step): a specialist for a fresh knowledge base, kb@2 (400 invented people, "
+            "friend / age / lucky number; group B = the last 100 people, 300 questions): SmolLM2-135M-Instruct + a rank-8 "
+            "PEFT LoRA trained on every fact, groups A and B (`bash scripts/build_real.sh specialist`: 1000 steps, batch 16, "
+            f"45 minutes on 2 cores; `checkpoints/specialists/smollm2-kb2`, adapter only). On group B's 300 questions the "
+            f"specialist alone answers {acc['alone']}, the base model {acc['base']}. No generator has been trained on it yet.")
     return out
 
 

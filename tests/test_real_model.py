@@ -139,7 +139,7 @@ def test_note_split_on_the_real_model_reads_both_senders_and_neither_alone_suffi
     assert found is not None, "no shipped note-split generator for SmolLM2 (scripts/build_real.sh split builds it)"
     gen = load_generator(found, infer_targets(smollm2.model), smollm2.name, sender_shape(smollm2)).eval()
     pipe = Pipeline(smollm2, gen)
-    # 8 held-out pairs (5 read here, 57% in the evaluation's 200); one sender alone gives at most one value
+    # 8 held-out pairs (78% in the evaluation's 200); one sender alone gives at most one value
     exs = tasks.examples("note-split", "test", 8, seed=11)
     qs, ctxs = [e.question for e in exs], [list(e.contexts) for e in exs]
     for keep, at_least, at_most in ((None, 4, 8), ([0], 0, 2), ([1], 0, 2)):
@@ -175,3 +175,21 @@ def test_a_few_training_steps_on_the_real_receiver_move_the_generator(smollm2):
         losses.append(loss.item())
     assert all(0 < v < 20 for v in losses)
     assert all(not p.requires_grad for p in smollm2.model.parameters())
+
+
+SPECIALIST = ROOT / "checkpoints" / "specialists" / "smollm2-kb2"
+
+
+def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_not(smollm2):
+    from tflow.agents import GenerationSettings, build_prompt, generate
+
+    special = load_backbone(str(SPECIALIST), device="cpu", share_with=smollm2)  # the adapter on the receiver's own weights
+    exs = tasks.examples("kb@2", "test", 24, seed=3)  # group B: what no generator may train on
+
+    def right(backbone: Backbone) -> int:
+        prompts = [build_prompt(backbone, Roles().receiver, e.question).input_ids for e in exs]
+        answers = [g.text for g in generate(backbone, prompts, 8, GenerationSettings())]
+        return sum(tasks.is_correct(a, e.answer) for a, e in zip(answers, exs))
+
+    assert right(smollm2) <= 3  # chance: one friend in ten (0.7% of all 300 group-B questions)
+    assert right(special) >= 20  # 97.3% of all 300 (checkpoints/results/smollm2-kb2-specialist.json)
