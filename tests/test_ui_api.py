@@ -142,9 +142,19 @@ def test_a_kb_question_runs_its_senders_on_the_specialist_backbone(client: Clien
     assert not out["results"]["single"]["correct"]
 
 
-def test_without_the_specialist_its_generator_is_skipped_with_a_note_and_its_examples_hidden() -> None:
+def test_a_generator_runs_on_the_specialist_it_records_unless_told_to_load_none() -> None:
     studio = Studio(StudioConfig(model=str(ROOT / "checkpoints" / "tiny-qwen3"), checkpoints=str(ROOT / "checkpoints"),
                                  device="cpu"))
+    try:
+        assert studio.senders_of("kb").name == "checkpoints/tiny-qwen3-kb" and studio.senders_of("relay") is studio.backbone
+        assert {e["task"] for e in studio.examples} >= {"kb", "relay"}
+    finally:
+        studio.close()
+
+
+def test_without_the_specialist_its_generator_is_skipped_with_a_note_and_its_examples_hidden() -> None:
+    studio = Studio(StudioConfig(model=str(ROOT / "checkpoints" / "tiny-qwen3"), checkpoints=str(ROOT / "checkpoints"),
+                                 device="cpu", load_specialists=False))  # tflow-studio --sender-model none
     try:
         assert "kb" not in studio.generators and "relay" in studio.generators
         assert any("kb" in n and "--sender-model" in n for n in studio.notes), studio.notes

@@ -213,9 +213,13 @@ class Prompt:
     prefix_len: int = 0
 
     def span(self, condition: str = "question") -> tuple[int, int]:
-        """The tokens a sender's condition keeps: the question's ("question", the paper's), or the whole user
-        message's ("message": a private context, then the question; what a real LLM's context tokens hold)."""
-        return self.question_span if condition == "question" else (self.prefix_len, self.question_span[1])
+        """The tokens a sender's condition keeps: the question's ("question", the paper's), the whole user
+        message's ("message": a private context, then the question; what a real LLM's context tokens hold), or
+        the message and the chat template's answer header after it ("prompt": its last state is the one a sender
+        would answer from, where a model that knows the answer has it in mind)."""
+        if condition == "question":
+            return self.question_span
+        return (self.prefix_len, self.question_span[1] if condition == "message" else len(self.input_ids))
 
 
 def user_content(question: str, context: str | None = None, messages: dict[str, str] | None = None) -> tuple[str, int]:
@@ -287,8 +291,8 @@ def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, devi
 def sender_states(backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question") -> tuple[list[torch.Tensor], list[int]]:
     """One batched prefill of all sender prompts (no LM head, no generation).
 
-    Only what the question's states depend on is run: the role prefix comes from the
-    backbone's prefix cache and nothing after the question is fed (causal attention).
+    Only what the condition's states depend on is run: the role prefix comes from the
+    backbone's prefix cache and nothing after the condition's span is fed (causal attention).
     Returns, per prompt, the embedding output and every decoder layer's output on the
     question span, a (num_layers + 1, span_len, hidden) tensor; and the number of tokens
     the backbone processed for it (its cached prefix counts only when computed now).
@@ -297,7 +301,7 @@ def sender_states(backbone: Backbone, prompts: Sequence[Prompt], condition: str 
     dev = backbone.device
     cached = all(p.prefix_len > 0 for p in prompts)
     starts = [p.prefix_len if cached else 0 for p in prompts]
-    rows = [p.input_ids[s : p.question_span[1]] for s, p in zip(starts, prompts)]
+    rows = [p.input_ids[s : p.span(condition)[1]] for s, p in zip(starts, prompts)]
     ids, mask = _pad(rows, backbone.tokenizer.pad_token_id, left=False, device=dev)
     kwargs, computed = {}, [False] * len(prompts)
     if cached:

@@ -34,7 +34,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -151,20 +151,24 @@ def batch_throughput(pipe: Pipeline, queries: list[tuple[str, object]], settings
 
 
 def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
-                   warmup: int = 2, sender_model: str | None = None, message_cap: int | None = None) -> Iterator[tuple[str, dict]]:
+                   warmup: int = 2, sender_model: str | None = None, message_cap: int | None = None,
+                   only: Sequence[str] | None = None) -> Iterator[tuple[str, dict]]:
     """(task, block) for each task with a shipped generator for `model`, yielded as soon as it is measured.
     A generator that records another senders' backbone (kb's specialist) runs with it (or with `sender_model`).
     message_cap: the most tokens a TextMAS sender may write (default: the task's evaluation budget); the senders
-    stop where they choose below it."""
+    stop where they choose below it. only: these tasks (default: every task a shipped generator for `model` was trained on)."""
+    trained = catalog.tasks_for(model)
+    missing = [t for t in only or () if t not in trained]
+    if missing:
+        raise ValueError(f"no shipped generator for {model} was trained on {', '.join(missing)}: "
+                         f"choose among {', '.join(trained) or 'none'}")
     backbone = load_backbone(model, device=device)
     if not prefix_cache:
         backbone.prefix_cache.capacity = 0  # every role prefix is computed anew
     spec = lora.infer_targets(backbone.model)
     copy_bw = copy_bandwidth(backbone.device)
-    for task in tasks.TASKS + tasks.REAL_MODEL_TASKS + tasks.SPECIALIST_TASKS:
+    for task in only or trained:
         gen_dir = catalog.trained_for(task, model)
-        if gen_dir is None:
-            continue
         other = recorded_sender(gen_dir)
         senders = load_backbone(sender_model or other.name, device=backbone.device, share_with=backbone) if other else backbone
         gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval()
@@ -380,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--message-cap", type=int, default=None,
                    help="tasks workload: the most tokens a TextMAS sender may write; they stop where they choose below it "
                         "(default: the task's evaluation budget)")
+    p.add_argument("--tasks", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=None,
+                   help="tasks workload: a comma list of tasks (default: every task with a shipped generator for --model)")
     p.add_argument("--sender-model", default=None, help="tasks workload: the senders' backbone for generators trained with another one (default: the one each records)")
     p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b", help="shape workload: published config of this model, random weights")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -415,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.workload in ("tasks", "both"):
         report["tasks"] = {}
         for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup,
-                                      sender_model=a.sender_model, message_cap=a.message_cap):
+                                      sender_model=a.sender_model, message_cap=a.message_cap, only=a.tasks):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
             _print_bandwidth(block["bandwidth"])

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .sources import known_as, source_checkpoints
-from .tasks import checkpoint_name, covers
+from .tasks import REAL_MODEL_TASKS, SPECIALIST_TASKS, TASKS, checkpoint_name, covers
 
 
 def _recorded(directory: Path, static: bool) -> tuple[str, str] | None:
@@ -37,6 +37,17 @@ def trained_for(task: str, model: str, static: bool = False, root: Path | None =
         if rec is not None and covers(rec[1], task) and known_as(rec[0]) == want:
             return _short(d)
     return None
+
+
+def tasks_for(model: str, root: Path | None = None) -> list[str]:
+    """The tasks the generators under `root` were trained on for the receiver `model`: the built-in ones in their
+    usual order, then any other (a fresh knowledge base kb@N, a JSONL file) by name."""
+    folder = (root or source_checkpoints()) / "generators"
+    want = known_as(model)
+    recorded = {rec[1] for d in (folder.iterdir() if folder.is_dir() else ()) if (rec := _recorded(d, False)) and rec[1]
+                and known_as(rec[0]) == want}
+    order = (*TASKS, *REAL_MODEL_TASKS, *SPECIALIST_TASKS)
+    return [t for t in order if t in recorded] + sorted(recorded - set(order))
 
 
 def _short(path: Path) -> Path:

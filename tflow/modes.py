@@ -42,7 +42,8 @@ from .agents import (
     sender_states,
 )
 from .generators import (
-    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator, stack_conditions,
+    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator, recorded_sender,
+    stack_conditions,
 )
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
@@ -195,11 +196,22 @@ class Pipeline:
         trust_remote_code: bool = False,
         sender_model: str | None = None,
     ) -> Pipeline:
-        """model: the receiver; sender_model: the senders' backbone (absent or equal: the receiver's,
-        loaded once)."""
+        """model: the receiver; sender_model: the senders' backbone (absent: the one the generator records, e.g.
+        the specialist it was trained on, else the receiver's; equal to model: the receiver's, loaded once)."""
+        recorded = None
+        if generator and not sender_model:
+            with contextlib.suppress(ValueError):  # an unreadable generator is reported by load_generator below
+                recorded = recorded_sender(generator)
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         senders = backbone
-        if sender_model and sender_model != model:
+        if recorded:
+            try:
+                senders = load_backbone(recorded.name, device=backbone.device, dtype=backbone.dtype,
+                                        trust_remote_code=trust_remote_code, share_with=backbone)
+            except ValueError as e:
+                raise GeneratorMismatchError(f"wrong sender: the generator's senders run on {recorded.describe()}, which "
+                                             f"could not be loaded ({e}); pass sender_model= (--sender-model PATH)") from e
+        elif sender_model and sender_model != model:
             senders = load_backbone(sender_model, device=backbone.device, dtype=backbone.dtype, trust_remote_code=trust_remote_code,
                                     share_with=backbone)
         spec = lora.infer_targets(backbone.model)

@@ -51,11 +51,14 @@ class SenderShape:
         return f"{self.name!r} (hidden {self.hidden_size}, {self.num_layers} layers)"
 
 
+CONDITIONS = ("question", "message", "prompt")  # the sender tokens a generator may read (agents.Prompt.span)
+
 # help for the fields every architecture's config has (each config's HELP adds its own)
 SHARED_HELP = {
     "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
     "d_model": "width of the generator's parameter tokens",
-    "condition": "the senders' tokens the generator reads: question (the paper's) or message (private context + question)",
+    "condition": "the senders' tokens the generator reads: question (the paper's), message (private context + question) or "
+                 "prompt (the message and the chat template's answer header: where a sender would start to answer)",
 }
 
 
@@ -66,8 +69,8 @@ def check_config_types(config) -> None:
         want = {"int": int, "float": (int, float), "str": str}[f.type]
         if isinstance(v, bool) or not isinstance(v, want):
             raise ValueError(f"generator config: {f.name} must be {f.type}, got {v!r}")
-    if getattr(config, "condition", "question") not in ("question", "message"):
-        raise ValueError(f"generator config: condition must be 'question' or 'message', got {config.condition!r}")
+    if getattr(config, "condition", "question") not in CONDITIONS:
+        raise ValueError(f"generator config: condition must be one of {', '.join(CONDITIONS)}, got {config.condition!r}")
 
 
 def stack_conditions(states: list[torch.Tensor], senders: int) -> tuple[torch.Tensor, torch.Tensor]:

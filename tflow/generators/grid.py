@@ -46,7 +46,7 @@ class GeneratorConfig:
     chunk_size: int = 512  # values of a flattened factor produced by one parameter token
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
-    condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
+    condition: str = "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
     copy: int = 0  # 1: B columns of residual-width modules also read the senders' states through attention
 
     HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field

@@ -46,7 +46,7 @@ class ReleaseConfig:
     output_scale: float = 0.01
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
-    condition: str = "question"  # the sender tokens read: "question" (the paper's) or "message" (private context + question)
+    condition: str = "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
 
     HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
         "head_dim": "attention head width (a multiple of 4, divides d_model)",

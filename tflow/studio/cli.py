@@ -36,9 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "cannot be fetched)")
     parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
     parser.add_argument("--sender-model", default=None,
-                        help="a sender backbone (a specialist) for the generators whose checkpoints record it; default with the "
-                             "embedded backbone: the embedded kb specialist; 'none' for no second backbone. A PEFT adapter directory on "
-                             "the receiver's base shares the receiver's weights")
+                        help="a sender backbone (a specialist) for the generators whose checkpoints record it (default: the "
+                             "specialist each of them records, e.g. the embedded kb specialist); 'none' for no second backbone (their "
+                             "generators are not offered). A PEFT adapter directory on the receiver's base shares the receiver's weights")
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = args.model == "tiny" or Path(args.model).resolve() == (ckpt / EMBEDDED["tiny"]).resolve()
     if args.sender_model is None and tiny and specialist.is_dir():
         args.sender_model = str(specialist)
-    elif args.sender_model == "none":
+    args.load_specialists = args.sender_model != "none"
+    if args.sender_model == "none":
         args.sender_model = args.fallback_sender_model = None
     try:
         args.auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)
     cfg = StudioConfig(model=args.model, fallback_model=args.fallback_model, fallback_sender_model=args.fallback_sender_model,
                        generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
-                       dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code)
+                       dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code,
+                       load_specialists=args.load_specialists)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
     except ValueError as e:  # a model or device that cannot be loaded: a user error, one line, exit code 2

@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 
 from .. import tasks, viz
 from ..agents import Backbone, Roles, load_backbone
-from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, load_generator
+from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator
 from ..generators.checkpoint import recorded_sender
 from ..lora import OtherBackboneError, Perturbation, TargetSpec, infer_targets
 from ..lru import LRUCache
@@ -47,7 +47,8 @@ class StudioConfig:
     fallback_model: str | None = None  # loaded, with a note in the header, when `model` cannot be (fetched or read)
     fallback_sender_model: str | None = None  # the fallback world's specialist
     generator: str | None = None
-    sender_model: str | None = None  # a specialist backbone for the generators whose checkpoints record it  # an extra generator directory, selected by default
+    sender_model: str | None = None  # a specialist backbone for the generators whose checkpoints record it
+    load_specialists: bool = True  # without sender_model: load the specialist each generator records (else skip it)
     checkpoints: str = "checkpoints"  # discovered: <checkpoints>/generators/*, <checkpoints>/static/*
     device: str = "auto"
     dtype: str | None = None  # the backbone's: bf16 on CUDA, fp16 on MPS, fp32 on CPU unless given
@@ -122,6 +123,7 @@ class Studio:
             self.sender_backbone = load_backbone(sender_model, self.backbone.device, self.backbone.dtype,
                                                  trust_remote_code=cfg.trust_remote_code, share_with=self.backbone)
         self._other_backbones: list[str] = []
+        self._specialists: dict[str, Backbone] = {}  # generators' recorded sender backbones, by name
         untrained = ParameterGenerator(GeneratorConfig(), self.spec, self.backbone.name).to(self.backbone.device).eval()
         self.generators = {NONE: Checkpoint(NONE, untrained, None, {}, None)}
         root = Path(cfg.checkpoints)
@@ -136,6 +138,7 @@ class Studio:
                               + ", ".join(self._other_backbones))
         # the examples of the tasks this backbone has trained generators for (none: the embedded world's built-in tasks)
         every = json.loads((ASSETS / "examples.json").read_text())
+        every += fresh_kb_examples({c.task for c in self.generators.values() if c.trained and c.task} - {e["task"] for e in every})
         self.examples = [e for e in every if self.generator_for(e["task"])] or [e for e in every if e["task"] in tasks.TASKS]
         if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
             self.default_generator = next((k for k, c in self.generators.items() if c.path == str(Path(cfg.generator))), NONE)
@@ -168,14 +171,28 @@ class Studio:
     def _load_generator(self, path: Path) -> Checkpoint:
         wanted, sender = recorded_sender(path), None
         if wanted is not None:  # trained on a specialist's states: run it only on that specialist
+            load_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
             sender = self.sender_backbone
-            if sender is None:
-                load_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
+            if sender is None and not self.cfg.load_specialists:
                 raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
                                              f"--sender-model {wanted.name}")
+            sender = sender or self._recorded_specialist(wanted)
         shape = sender_shape(sender) if sender is not None else None
         gen = load_generator(path, self.spec, self.backbone.name, shape).to(self.backbone.device).eval()
         return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path), sender)
+
+    def _recorded_specialist(self, wanted: SenderShape) -> Backbone:
+        """The specialist a generator records, loaded once and shared by its generators (a PEFT adapter on the
+        receiver's base shares the receiver's weights); a clear error when it cannot be loaded."""
+        if wanted.name not in self._specialists:
+            try:
+                self._specialists[wanted.name] = load_backbone(wanted.name, self.backbone.device, self.backbone.dtype,
+                                                               trust_remote_code=self.cfg.trust_remote_code,
+                                                               share_with=self.backbone)
+            except (ValueError, OSError) as e:
+                raise GeneratorMismatchError(f"its senders run on {wanted.describe()}, which could not be loaded ({e}): "
+                                             f"start the Studio with --sender-model PATH") from e
+        return self._specialists[wanted.name]
 
     def _load_static(self, path: Path) -> Checkpoint:
         meta = _read_json(path / "training.json")
@@ -244,11 +261,20 @@ def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
     return np.array(norms).reshape(spec.num_layers, len(spec.modules))
 
 
-def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
-    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the specialist's."""
-    order = (*tasks.REAL_MODEL_TASKS, "split", "relay", "arith", *tasks.SPECIALIST_TASKS)
+def _example_rows(order: Iterable[str], per_task: int = 4, seed: int = 0) -> list[dict]:
     return [{"task": ex.task, "question": ex.question, "contexts": list(ex.contexts), "answer": ex.answer}
             for task in order for ex in tasks.examples(task, "test", per_task, seed)]
+
+
+def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
+    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the specialist's."""
+    return _example_rows((*tasks.REAL_MODEL_TASKS, "split", "relay", "arith", *tasks.SPECIALIST_TASKS), per_task, seed)
+
+
+def fresh_kb_examples(trained_tasks: Iterable[str]) -> list[dict]:
+    """Examples of the fresh knowledge bases (kb@N) that loaded generators were trained on: group B's questions,
+    drawn at start (a kb@N is fixed by N, so they are the same every time)."""
+    return _example_rows(sorted(t for t in trained_tasks if tasks.is_specialist(t)))
 
 
 def write_examples(path: Path = ASSETS / "examples.json") -> None:
