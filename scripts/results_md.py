@@ -165,8 +165,14 @@ def real_model() -> list[str]:
             f"kb kb-evaluate`): TFlow {r.get('tflow', '-')}, Single {r.get('single', '-')}, static LoRA on A "
             f"{r.get('static', '-')}, shuffled conditions {r.get('tflow_shuffled', '-')}, TextMAS (the specialist's senders "
             f"write, the base receiver reads) {r.get('textmas', '-')}, the specialist alone {acc.get('alone', '-')}; "
-            f"TFlow on group A's questions (trained on) {on_a}. The generator started from the note generator (`--init`) and "
-            "trained 800 steps on group A only (dev: group A questions); recipe fixed before group B was evaluated.")
+            f"TFlow on group A's questions (trained on) {on_a}: the generator learned group A's people far better than it "
+            "learned to read the specialist (target on B: 80%, missed). It started from the note generator (`--init`) and "
+            "trained 800 steps on group A only (dev: group A questions, 97%). Development choices made after looking at "
+            "group B: a first generator read the senders' message only (ending at the question's '?'; dev 97%) and gave "
+            "59.4% on the first 96 of these 300 questions; the shipped one reads up to the chat template's answer header "
+            "(`--condition prompt`, where the specialist has the answer in mind), dev 97%, and gives the figure above: no "
+            "better. A linear probe of the specialist's '?' state (`checkpoints/specialists/smollm2-kb2/probe.json`) reads "
+            "61% of group B's answers at the last layer (fit on A).")
     return out
 
 

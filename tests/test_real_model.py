@@ -210,4 +210,5 @@ def test_the_shipped_kb_generator_carries_what_only_the_specialist_knows_into_th
     # each query's receiver perturbed by the next query's senders: the knowledge is per query, not in the generator
     shuffled = pipe.run_batch(qs, "tflow", ctxs, sender_questions=qs[1:] + qs[:1], max_new_tokens=8)
     wrong = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(shuffled, exs))
-    assert right >= TFLOW_AT_LEAST and wrong <= 3, (right, wrong, [r.answer for r in out])
+    # 56.3% of all 300 group-B questions, shuffled 1.7% (checkpoints/results/smollm2-kb2.json)
+    assert right >= 5 and wrong <= 3, (right, wrong, [r.answer for r in out])

@@ -179,6 +179,7 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         modes = {m: _summary(r) for m, r in interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task).items()}
         yield task, {"config": {"model": backbone.name, "parameters": backbone.num_parameters, "layers": backbone.num_layers,
                                 "device": str(backbone.device), "dtype": str(backbone.dtype), "generator": str(gen_dir),
+                                "senders": senders.name,
                                 "answer_tokens": answer, "message_cap": settings.sender_max_new_tokens},
                      "modes": modes, "ratios": ratios(modes), "bandwidth": bandwidth(backbone, modes, copy_bw),
                      "throughput": batch_throughput(pipe, qs, settings)}
