@@ -184,7 +184,7 @@ def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Pat
     assert peft_answer(app.model, adapter_zip, question, max_new_tokens=MAX_NEW_TOKENS) == tflow_answer
 
     open_tab(page, "Activations")
-    wait_for_figure(page, "hidden-plot", "hidden states on the question tokens")
+    wait_for_figure(page, "hidden-plot", "hidden states on the tokens the generator reads")
     page.click("#queries-btn")
     wait_for_figure(page, "queries-plot", "One point per query")
     page.wait_for_function("() => document.body.innerText.includes('Relative spread')")

@@ -66,7 +66,7 @@ def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real
     shoot(page, tmp_path, "real-4-causal")
 
     open_tab(page, "Activations")
-    wait_for_figure(page, "hidden-plot", "hidden states on the question tokens")
+    wait_for_figure(page, "hidden-plot", "hidden states on the tokens the generator reads")
     shoot(page, tmp_path, "real-5-activations")
     assert_no_error_toast(page)
 

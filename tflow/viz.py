@@ -388,7 +388,7 @@ def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_poin
             hovertemplate=f"{role}<br>token “%{{customdata[0]}}” (position %{{customdata[2]}})<br>layer %{{customdata[1]}}<extra></extra>",
         )
     on = f" ({backbone}, hidden {states[0].hidden.shape[-1]})" if backbone else ""
-    fig = _layout(fig, f"Senders' hidden states on the question tokens{on}",
+    fig = _layout(fig, f"Senders' hidden states on the tokens the generator reads{on}",
                   f"{emb.method} of the RMS-normalised states; colour = layer, symbol = sender; hover for the token",
                   f"{emb.method} 1", f"{emb.method} 2", height=HEIGHT + 120)
     note = emb.note + (f" (every {step}th state shown)" if step > 1 else "")

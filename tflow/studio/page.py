@@ -162,7 +162,7 @@ class Page:
         self.causal = CausalSection.build()
 
     def _activations_tab(self) -> None:
-        gr.Markdown("**This question:** every sender's hidden state at every question token and every layer, embedded in 2-D "
+        gr.Markdown("**This question:** every sender's hidden state at every token the generator reads (the question; a real model's generator: the whole message or prompt) and every layer, embedded in 2-D "
                     "with UMAP. Hover a point to see its token.", elem_classes="caption")
         self.hidden_note = gr.Markdown("", elem_classes="caption")
         self.hidden_plot = gr.Plot(viz.placeholder("Run TFlow to see the senders' hidden states."), elem_id="hidden-plot", show_label=False)
