@@ -47,7 +47,7 @@ from . import catalog, lora, tasks
 from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
 from .cli import user_errors
 from .generators import ParameterGenerator, load_generator, recorded_sender
-from .modes import Pipeline, RunResult, sender_shape
+from .modes import Pipeline, RunResult, load_recorded_sender, sender_shape
 from .shapes import SHAPES, ModelShape, get_shape, shape_backbone
 from .stats import percentile
 
@@ -170,7 +170,10 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
     for task in only or trained:
         gen_dir = catalog.trained_for(task, model)
         other = recorded_sender(gen_dir)
-        senders = load_backbone(sender_model or other.name, device=backbone.device, share_with=backbone) if other else backbone
+        senders = backbone
+        if other:
+            senders = (load_backbone(sender_model, device=backbone.device, share_with=backbone) if sender_model
+                       else load_recorded_sender(other, backbone))
         gen = load_generator(gen_dir, spec, backbone.name, sender_shape(senders)).eval()
         pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=senders)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]

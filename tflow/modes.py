@@ -151,6 +151,17 @@ def normalise_contexts(sender_context: str | Sequence[str | None] | None, n: int
     return [clean_text(c, "sender context") if c and c.strip() else None for c in ctx]
 
 
+def load_recorded_sender(recorded: SenderShape, receiver: Backbone, trust_remote_code: bool = False) -> Backbone:
+    """The senders' backbone a generator records (its specialist), beside `receiver` (a PEFT adapter on the
+    receiver's base shares its weights); a `GeneratorMismatchError` naming it when it cannot be loaded."""
+    try:
+        return load_backbone(recorded.name, device=receiver.device, dtype=receiver.dtype,
+                             trust_remote_code=trust_remote_code, share_with=receiver)
+    except (ValueError, OSError) as e:
+        raise GeneratorMismatchError(f"wrong sender: the generator's senders run on {recorded.describe()}, which "
+                                     f"could not be loaded ({e}); pass sender_model= (--sender-model PATH)") from e
+
+
 class Pipeline:
     """Receiver backbone (+ the senders' own, when they differ) + roles + generator (+ optional static adapter)."""
 
@@ -205,12 +216,7 @@ class Pipeline:
         backbone = load_backbone(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         senders = backbone
         if recorded:
-            try:
-                senders = load_backbone(recorded.name, device=backbone.device, dtype=backbone.dtype,
-                                        trust_remote_code=trust_remote_code, share_with=backbone)
-            except ValueError as e:
-                raise GeneratorMismatchError(f"wrong sender: the generator's senders run on {recorded.describe()}, which "
-                                             f"could not be loaded ({e}); pass sender_model= (--sender-model PATH)") from e
+            senders = load_recorded_sender(recorded, backbone, trust_remote_code)
         elif sender_model and sender_model != model:
             senders = load_backbone(sender_model, device=backbone.device, dtype=backbone.dtype, trust_remote_code=trust_remote_code,
                                     share_with=backbone)

@@ -6,11 +6,11 @@ loads the authors' checkpoint after `python -m tflow.convert_release`). `load_ge
 reads a checkpoint directory of either kind.
 """
 from .base import Generator, GeneratorMismatchError, LayerAggregator, SenderShape, stack_conditions
-from .checkpoint import ARCHES, build_generator, load_generator, recorded_sender
+from .checkpoint import ARCHES, build_generator, check_generator, load_generator, recorded_sender
 from .grid import GeneratorConfig, ParameterGenerator
 from .release import ReleaseConfig, ReleaseGenerator
 
 __all__ = [
     "ARCHES", "Generator", "GeneratorConfig", "GeneratorMismatchError", "LayerAggregator", "ParameterGenerator",
-    "ReleaseConfig", "ReleaseGenerator", "SenderShape", "build_generator", "load_generator", "recorded_sender", "stack_conditions",
+    "ReleaseConfig", "ReleaseGenerator", "SenderShape", "build_generator", "check_generator", "load_generator", "recorded_sender", "stack_conditions",
 ]

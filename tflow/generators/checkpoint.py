@@ -38,12 +38,14 @@ def recorded_sender(directory: str | Path) -> SenderShape | None:
         raise ValueError(f"{directory}: unreadable generator config ({e})") from e
 
 
-def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "", sender: SenderShape | None = None) -> Generator:
-    """Load the generator saved in `directory` for the receiver described by `spec` and the
-    senders' backbone `sender` (None: the senders run on the receiver)."""
+def check_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "",
+                    sender: SenderShape | None = None) -> tuple[str, object, dict, str, SenderShape]:
+    """Validate the generator checkpoint in `directory` against the receiver (`spec`) and the senders'
+    backbone (`sender`; None: the receiver) from its JSON alone, weights unread. Returns (arch, config,
+    meta, receiver name, sender shape) for `load_generator`."""
     directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    if not cfg_path.is_file() or not w_path.is_file():
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file() or not (directory / WEIGHTS_NAME).is_file():
         raise ValueError(f"{directory} is not a generator checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
         card = json.loads(cfg_path.read_text())
@@ -73,7 +75,15 @@ def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str =
             f"wrong sender: generator in {directory} reads the states of sender backbone {trained_sender.describe()}, "
             f"but the senders run on {sender.describe()}"
             + (f": pass sender_model={trained_sender.name!r} (--sender-model)" if sender.name == (backbone_name or trained_on) else ""))
-    gen = build_generator(arch, config, spec, backbone_name or trained_on, meta, sender)
+    return arch, config, meta, backbone_name or trained_on, sender
+
+
+def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "", sender: SenderShape | None = None) -> Generator:
+    """Load the generator saved in `directory` for the receiver described by `spec` and the
+    senders' backbone `sender` (None: the senders run on the receiver)."""
+    arch, config, meta, name, sender = check_generator(directory, spec, backbone_name, sender)
+    w_path = Path(directory) / WEIGHTS_NAME
+    gen = build_generator(arch, config, spec, name, meta, sender)
     try:
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises its own error types for corrupt files

@@ -24,11 +24,13 @@ import torch
 
 from .. import tasks, viz
 from ..agents import Backbone, Roles, load_backbone
-from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator
+from ..generators import (
+    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, check_generator, load_generator,
+)
 from ..generators.checkpoint import recorded_sender
 from ..lora import OtherBackboneError, Perturbation, TargetSpec, infer_targets
 from ..lru import LRUCache
-from ..modes import Pipeline, sender_shape
+from ..modes import Pipeline, load_recorded_sender, sender_shape
 from ..peft_io import load_peft_adapter
 
 log = logging.getLogger("tflow.studio")
@@ -171,7 +173,7 @@ class Studio:
     def _load_generator(self, path: Path) -> Checkpoint:
         wanted, sender = recorded_sender(path), None
         if wanted is not None:  # trained on a specialist's states: run it only on that specialist
-            load_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
+            check_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
             sender = self.sender_backbone
             if sender is None and not self.cfg.load_specialists:
                 raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
@@ -182,16 +184,9 @@ class Studio:
         return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path), sender)
 
     def _recorded_specialist(self, wanted: SenderShape) -> Backbone:
-        """The specialist a generator records, loaded once and shared by its generators (a PEFT adapter on the
-        receiver's base shares the receiver's weights); a clear error when it cannot be loaded."""
+        """The specialist a generator records, loaded once and shared by its generators."""
         if wanted.name not in self._specialists:
-            try:
-                self._specialists[wanted.name] = load_backbone(wanted.name, self.backbone.device, self.backbone.dtype,
-                                                               trust_remote_code=self.cfg.trust_remote_code,
-                                                               share_with=self.backbone)
-            except (ValueError, OSError) as e:
-                raise GeneratorMismatchError(f"its senders run on {wanted.describe()}, which could not be loaded ({e}): "
-                                             f"start the Studio with --sender-model PATH") from e
+            self._specialists[wanted.name] = load_recorded_sender(wanted, self.backbone, self.cfg.trust_remote_code)
         return self._specialists[wanted.name]
 
     def _load_static(self, path: Path) -> Checkpoint:
