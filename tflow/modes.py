@@ -36,7 +36,6 @@ from .agents import (
     Roles,
     build_prompt,
     clean_text,
-    generate,
     load_backbone,
     sender_prompts,
     sender_states,
@@ -45,6 +44,8 @@ from .generators import (
     Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator, recorded_sender,
     stack_conditions,
 )
+from .engines import Engine
+from .engines.hf import HFEngine
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
 
@@ -174,13 +175,15 @@ class Pipeline:
         cache_size: int = 64,
         merge: bool | str = "auto",
         sender_backbone: Backbone | None = None,
+        engine: Engine | None = None,
     ):
-        """merge: how perturbations are applied while decoding (see `lora.apply`): "auto" merges
+        """merge: how the hf engine applies perturbations while decoding (see `lora.apply`): "auto" merges
         dW into per-request weight copies for a single query, False always uses the low-rank path.
-        sender_backbone: the senders' backbone (default: the receiver's, one model as in the paper)."""
+        sender_backbone: the senders' backbone (default: the receiver's, one model as in the paper).
+        engine: what generates every agent's text (default: hf in this process; see `tflow.engines`)."""
         self.backbone = backbone
         self.sender_backbone = sender_backbone or backbone
-        self.merge = merge
+        self.engine = engine or HFEngine(merge)
         # the lengths of recent perturbed answers: how many decoding steps a merge would be paid back over
         self.perturbed_answer_tokens: deque[int] = deque(maxlen=32)
         self.roles = roles or Roles()
@@ -206,6 +209,7 @@ class Pipeline:
         static_adapter: str | Path | None = None,
         trust_remote_code: bool = False,
         sender_model: str | None = None,
+        engine: Engine | None = None,
     ) -> Pipeline:
         """model: the receiver; sender_model: the senders' backbone (absent: the one the generator records, e.g.
         the specialist it was trained on, else the receiver's; equal to model: the receiver's, loaded once)."""
@@ -223,7 +227,7 @@ class Pipeline:
         spec = lora.infer_targets(backbone.model)
         gen = load_generator(generator, spec, backbone.name, sender_shape(senders)).eval() if generator else None
         static = load_peft_adapter(static_adapter, spec) if static_adapter else None
-        return cls(backbone, gen, roles, static, sender_backbone=senders)
+        return cls(backbone, gen, roles, static, sender_backbone=senders, engine=engine)
 
     @property
     def generator_trained(self) -> bool:
@@ -357,25 +361,14 @@ class _Job:
         pipe, recv = self.pipe, self.roles.receiver
         prompts = [build_prompt(pipe.backbone, recv, q, None, m) for q, m in zip(self.questions, messages or [None] * self.n)]
         pipe._check_fits(prompts, self.settings.max_new_tokens)
-        streamer = None
-        if self.on_token is not None:
-            ids: list[list[int]] = [[] for _ in prompts]
-            tok = pipe.backbone.tokenizer
-
-            def streamer(step: int, new: torch.Tensor) -> None:
-                for row, t in zip(ids, new.tolist()):
-                    row.append(t)
-                self.on_token([tok.decode(r, skip_special_tokens=True) for r in ids])
-
         self.on_stage("receiver")
         t0 = time.perf_counter()
         # steps: one prefill + the answer's expected length (the median of recent perturbed answers, within the budget)
         recent = list(pipe.perturbed_answer_tokens)
         budget = self.settings.max_new_tokens
         steps = 1 + (min(budget, round(statistics.median(recent))) if recent else budget)
-        with lora.apply(pipe.backbone.model, perturbation, pipe.merge, steps) if perturbation is not None else contextlib.nullcontext():
-            gens = generate(pipe.backbone, [p.input_ids for p in prompts], self.settings.max_new_tokens, self.settings, streamer, self.should_stop,
-                            started=t0)
+        gens = pipe.engine.generate(pipe.backbone, [p.input_ids for p in prompts], budget, self.settings, perturbation,
+                                    self.on_token, self.should_stop, started=t0, steps=steps)
         if perturbation is not None:
             pipe.perturbed_answer_tokens.extend(g.generated_tokens for g in gens)
         return gens, time.perf_counter() - t0
@@ -408,7 +401,8 @@ class _Job:
         t0 = time.perf_counter()
         prompts = sender_prompts(pipe.sender_backbone, senders, self.questions, self.contexts)
         pipe._check_fits(prompts, self.settings.sender_max_new_tokens, pipe.sender_backbone)
-        sent = generate(pipe.sender_backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings, None, self.should_stop)
+        sent = pipe.engine.generate(pipe.sender_backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings,
+                                    should_stop=self.should_stop)
         t_send = time.perf_counter() - t0
         s = len(senders)
         messages = [{a.role: sent[i * s + j].text for j, a in enumerate(senders)} for i in range(self.n)]

@@ -1,0 +1,60 @@
+"""Generation engines: what decodes every agent's text, the same one for every mode.
+
+- hf:   Hugging Face `generate` in this process; a perturbation is applied by `lora.apply`
+        (merged or low-rank per request). The default.
+- vllm: a vLLM OpenAI-compatible server in its own environment and process (`tflow-vllm`);
+        a TFlow perturbation travels as a per-request LoRA adapter (see `engines.vllm`).
+
+The sender prefill (hidden states of every layer) and the generator always run in torch in this
+process: only generation (Single, TextMAS's senders and receiver, TFlow's and the static
+adapter's receiver) goes through the engine, so comparisons between modes stay fair.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..agents import Backbone, GenerationSettings, Generated
+from ..lora import Perturbation
+
+ENGINES = ("hf", "vllm")
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(
+        self,
+        backbone: Backbone,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        settings: GenerationSettings,
+        perturbation: Perturbation | None = None,
+        on_text: Callable[[list[str]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        started: float | None = None,
+        steps: int | None = None,
+    ) -> list[Generated]:
+        """One generation per prompt; sample i of `perturbation` (if any) applies to prompt i only.
+        on_text(texts): every answer so far, after each decoded token; steps: the expected decoding
+        steps (prefill + answer), which an engine may use to choose how to apply a perturbation."""
+        ...
+
+    def describe(self) -> str:
+        """One line for headers and reports: which engine generated."""
+        ...
+
+
+def make_engine(name: str = "hf", merge: bool | str = "auto", vllm_url: str | None = None, **vllm_options) -> Engine:
+    """The engine called `name`; vllm needs the server's URL (`tflow-vllm` prints it)."""
+    if name == "hf":
+        from .hf import HFEngine
+
+        return HFEngine(merge)
+    if name == "vllm":
+        if not vllm_url:
+            raise ValueError("--engine vllm needs --vllm-url (start a server with `tflow-vllm --model MODEL`)")
+        from .vllm import VLLMEngine
+
+        return VLLMEngine(vllm_url, **vllm_options)
+    raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
