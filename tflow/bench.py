@@ -4,6 +4,7 @@
     python -m tflow.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16   # all 36 layers of Qwen3-4B's shape
     python -m tflow.bench --workload shape -M 256,512,1024                               # ratios by message length
     python -m tflow.bench --workload shape --shape qwen3-0.6b --sender-shape qwen3-8b --device cuda --dtype bf16   # big senders, small receiver
+    python -m tflow.bench --workload engines --model smollm2-135m-instruct --engine hf,vllm --concurrency 1,4,8,16 -R 64 --queries 16
 
 Workloads (each after a warm-up, with the modes interleaved per query so machine noise
 hits all modes alike):
@@ -45,7 +46,9 @@ from tqdm import tqdm
 
 from . import catalog, lora, tasks
 from .agents import Backbone, GenerationSettings, build_prompt, load_backbone, resolve_device, sender_prompts
+from .bench_engines import engines_workload, print_report
 from .cli import user_errors
+from .engines import ENGINES
 from .generators import ParameterGenerator, load_generator, recorded_sender
 from .modes import Pipeline, RunResult, load_recorded_sender, sender_shape
 from .shapes import SHAPES, ModelShape, get_shape, shape_backbone
@@ -356,6 +359,10 @@ def _lengths(text: str) -> list[int]:
     return values
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _senders(name: str | None, layers: int | None, receiver_layers: int | None) -> tuple[ModelShape, int | None] | None:
     """--sender-shape / --sender-layers: the senders' shape and depth (default: the receiver's depth, at most the shape's)."""
     if name is None:
@@ -381,7 +388,7 @@ def _print_bandwidth(bw: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", choices=["tasks", "shape", "both"], default="both",
+    p.add_argument("--workload", choices=["tasks", "shape", "both", "engines"], default="both",
                    help="tasks: the shipped generators on their tasks; shape: a random model of a published shape with fixed lengths")
     p.add_argument("--model", default="tiny", help="tasks workload backbone (tiny, smollm2-135m-instruct, a GGUF file, a directory); "
                                                   "its tokenizer serves the shape workload")
@@ -407,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     p.add_argument("--no-merge", action="store_true", help="decode with the low-rank path only, never merged weights (the 'before' of that fast path)")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the senders' role prefixes every query (the 'before' of that fast path)")
+    p.add_argument("--engine", type=_names, default=["hf"], help="engines workload: a comma list of engines (hf,vllm)")
+    p.add_argument("--concurrency", type=_lengths, default=[1, 4, 8, 16], help="engines workload: requests arriving together, a comma list")
+    p.add_argument("--vllm-url", default=None, help="engines workload: a running vLLM server (default: one started for the run)")
     p.add_argument("--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers")
     a = p.parse_args(argv)
     if a.queries < 1 or a.warmup < 0 or a.answer_tokens < 1 or a.question_tokens < 1 or a.threads < 1:
@@ -422,6 +432,15 @@ def main(argv: list[str] | None = None) -> None:
             Path(a.json).write_text(json.dumps(report, indent=2))
 
     merge = False if a.no_merge else "auto"
+    if a.workload == "engines":
+        unknown = [e for e in a.engine if e not in ENGINES]
+        if unknown:
+            raise ValueError(f"unknown engine(s) {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
+        report["engines"] = engines_workload(a.model, a.engine, a.concurrency, a.queries, a.answer_tokens,
+                                             vllm_url=a.vllm_url, device=a.device)
+        print_report(report["engines"])
+        save()
+        return
     if a.workload in ("tasks", "both"):
         report["tasks"] = {}
         for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge, prefix_cache=not a.no_prefix_cache, warmup=a.warmup,

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import catalog, tasks
 from .cli import user_errors
+from .engines import add_engine_arguments, engine_from_args
 from .modes import MODES, Pipeline, RunResult
 from .stats import percentile
 
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--swap-facts", action="store_true", help="relay: also run with the senders holding another value (does the answer follow them?)")
     p.add_argument("--split-by-hash", action="store_true", help="jsonl: evaluate only the fifth of the file whose keys hash into the test bucket (the rest is for training)")
     p.add_argument("--skip-bad-rows", action="store_true", help="jsonl: skip malformed rows (with a count) instead of failing")
+    add_engine_arguments(p)
     p.add_argument("--json", default=None, help="write the report (every mode's accuracy, tokens, seconds) to this JSON file")
     p.add_argument("--csv", default=None, help="default: the --json path with .csv")
     a = p.parse_args(argv)
@@ -144,13 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         skipped = tasks.load_jsonl(a.task[len("jsonl:"):], skip_bad_rows=True)[1]
         print(f"{a.task[len('jsonl:'):]}: evaluating {len(examples)} rows" + (f" ({skipped} bad rows skipped)" if skipped else ""), file=sys.stderr)
     torch.set_num_threads(a.threads)
+    engine = engine_from_args(a)  # an unreachable server is one line before any model loads
     found = catalog.trained_for(a.task, a.model), catalog.trained_for(a.task, a.model, static=True)
     generator = a.generator or (str(found[0]) if found[0] else None)
     static = a.static_adapter or (str(found[1]) if found[1] else None)
     if not ({"tflow", "textmas"} & set(modes) or a.shuffle_conditions or a.sender_ablation or a.swap_facts):
         generator = None  # no sender runs: e.g. a specialist answering alone (--model SPECIALIST --modes single)
     pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, static_adapter=static if "static" in modes else None,
-                                    sender_model=a.sender_model)
+                                    sender_model=a.sender_model, engine=engine)
     variants: dict[str, Variant] = {m: _variant(m) for m in modes}
     if a.shuffle_conditions:  # each query's senders read the next query (question and contexts)
         index = {e.key: i for i, e in enumerate(examples)}
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate(pipe, examples, variants, a.batch_size)
     print(format_table(a.task, results))
     report = {"command": "python -m tflow.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]), "task": a.task, "limit": limit, "seed": a.seed, "split": ("whole file" if not a.split_by_hash else "test hash bucket of the file") if a.task.startswith("jsonl:") else a.split, "model": a.model, "sender_model": a.sender_model or a.model, "generator": generator,
-              "static_adapter": static, "decoding": "greedy", "results": results, "savings": savings(results)}
+              "static_adapter": static, "engine": engine.describe(), "decoding": "greedy", "results": results, "savings": savings(results)}
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
         with open(a.csv or str(Path(a.json).with_suffix(".csv")), "w", newline="") as f:

@@ -11,6 +11,7 @@ adapter's receiver) goes through the engine, so comparisons between modes stay f
 """
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -58,3 +59,18 @@ def make_engine(name: str = "hf", merge: bool | str = "auto", vllm_url: str | No
 
         return VLLMEngine(vllm_url, **vllm_options)
     raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--engine and --vllm-url, the same in every tool."""
+    p.add_argument("--engine", default="hf", choices=ENGINES, help="what generates every agent's text: hf (in process, "
+                   "the default) or vllm (a server started with `tflow-vllm`; the sender pass and generator stay in process)")
+    p.add_argument("--vllm-url", default=None, help="--engine vllm: the server, e.g. http://127.0.0.1:8011")
+    p.add_argument("--vllm-adapter-dir", default=None, help="--engine vllm: where per-request adapters are written for the "
+                   "server to read (default: /dev/shm; a folder the server also sees when it runs on another machine)")
+
+
+def engine_from_args(a: argparse.Namespace, merge: bool | str = "auto") -> Engine:
+    if a.engine != "vllm" and (a.vllm_url or a.vllm_adapter_dir):
+        raise ValueError("--vllm-url and --vllm-adapter-dir go with --engine vllm")
+    return make_engine(a.engine, merge, a.vllm_url, adapter_root=a.vllm_adapter_dir)

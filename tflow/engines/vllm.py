@@ -17,6 +17,7 @@ own tokenizer, so a greedy answer is comparable token for token with the hf engi
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +93,8 @@ class VLLMEngine:
         self.folder.mkdir()
         self._registered: dict[str, str] = {}  # long-lived adapters: key -> name on the server
         self._lock = threading.Lock()
+        self.adapter_seconds: deque[tuple[float, float]] = deque(maxlen=4096)  # per request: (register, unregister)
+        atexit.register(self.close)  # a tool that ends without closing leaves nothing behind either
 
     def describe(self) -> str:
         return f"vllm ({self.url}, serving {self.model})"
@@ -132,7 +136,9 @@ class VLLMEngine:
             pass  # a restarted server holds no adapters; an unknown name is already gone
 
     def close(self) -> None:
-        """Unregister the long-lived adapters and remove this engine's folder."""
+        """Unregister the long-lived adapters and remove this engine's folder (again: nothing to do)."""
+        if self.client.is_closed:
+            return
         for name in self._registered.values():
             self._unload(name)
         self._registered.clear()
@@ -219,14 +225,18 @@ class VLLMEngine:
             sample = 0 if perturbation.batch_size == 1 else i  # a static adapter: one for every prompt
             name = f"tflow-{uuid.uuid4().hex}"
             folder = self.folder / name
+            t0 = time.perf_counter()
             try:
                 _write_adapter(folder, *peft_state(perturbation, sample))
                 self._load(name, folder)
+                registered = time.perf_counter() - t0
                 try:
                     return self._complete(backbone, prompts[i], name, max_new_tokens, settings, started, should_stop,
                                           lambda t: show(i, t))
                 finally:
+                    t1 = time.perf_counter()
                     self._unload(name)
+                    self.adapter_seconds.append((registered, time.perf_counter() - t1))
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 
