@@ -3,6 +3,7 @@ exactly what the same request returns alone, and leave the backbone bit-identica
 
     python tests/load_test.py                       # starts the app, 16 requests, 16 at once
     python tests/load_test.py --requests 64 --parallel 16 --app-concurrency 4
+    python tests/load_test.py --model smollm2-135m-instruct --vllm-url http://127.0.0.1:8011   # the vllm engine
 
 Prints requests sent, succeeded, mismatches against sequential answers (must be 0),
 p50 / p95 latency, and whether the weights hash changed (must not). Exits 1 on any
@@ -32,14 +33,15 @@ from tflow import tasks  # noqa: E402
 MODES = ("single", "textmas", "tflow")
 
 
-def workload(n: int) -> list[dict]:
-    """Mixed modes, questions and private contexts across the built-in tasks."""
-    pool = [e for t in ("relay", "split", "arith") for e in tasks.examples(t, "test", n, seed=1)]
+def workload(n: int, real: bool = False) -> list[dict]:
+    """Mixed modes, questions and private contexts across the built-in tasks (real: the real model's note task)."""
+    names = {"note": "smollm2-note"} if real else {t: t for t in ("relay", "split", "arith")}
+    pool = [e for t in names for e in tasks.examples(t, "test", n, seed=1)]
     jobs = []
     for i in range(n):
         e = pool[(i * 7) % len(pool)]
         jobs.append({"question": e.question, "contexts": [c or "" for c in e.contexts], "modes": [MODES[i % 3]],
-                     "generator": e.task, "max_new_tokens": 16})
+                     "generator": names[e.task], "max_new_tokens": 16})
     return jobs
 
 
@@ -51,11 +53,13 @@ def answer(client: Client, job: dict) -> tuple[str, float]:
     return json.dumps({m: r["answer"] for m, r in out["results"].items()}), time.perf_counter() - t0
 
 
-def run(requests: int, parallel: int, app_concurrency: int) -> dict:
-    app = studio(["--concurrency", str(app_concurrency), "--max-queue", str(max(2 * requests, 16))])
+def run(requests: int, parallel: int, app_concurrency: int, model: str | None = None, engine: list[str] | None = None) -> dict:
+    """model: a packaged real model (default: the embedded world); engine: the app's engine flags
+    (e.g. ["--engine", "vllm", "--vllm-url", URL])."""
+    app = studio(["--concurrency", str(app_concurrency), "--max-queue", str(max(2 * requests, 16)), *(engine or [])], model=model)
     client = Client(app.url, verbose=False)
     before = client.predict(api_name="/health")
-    jobs = workload(requests)
+    jobs = workload(requests, real=model is not None)
     alone = [answer(client, j)[0] for j in jobs]
     sent, ok, latencies, results = len(jobs), 0, [], [None] * len(jobs)
 
@@ -74,6 +78,7 @@ def run(requests: int, parallel: int, app_concurrency: int) -> dict:
     after = client.predict(api_name="/health")
     latencies.sort()
     return {
+        "engine": after.get("engine"),
         "requests_sent": sent,
         "succeeded": ok,
         "mismatches_vs_sequential": mismatches,
@@ -90,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--parallel", type=int, default=16)
     p.add_argument("--app-concurrency", type=int, default=4, help="runs the app processes at once")
+    p.add_argument("--model", default=None, help="a packaged real model, e.g. smollm2-135m-instruct (default: the embedded world)")
+    p.add_argument("--vllm-url", default=None, help="run the app with --engine vllm on this server (needs --model: the server's)")
     a = p.parse_args(argv)
-    report = run(a.requests, a.parallel, a.app_concurrency)
+    engine = ["--engine", "vllm", "--vllm-url", a.vllm_url] if a.vllm_url else None
+    report = run(a.requests, a.parallel, a.app_concurrency, a.model, engine)
     for k, v in report.items():
         print(f"{k}: {v}")
     good = report["succeeded"] == report["requests_sent"] and report["mismatches_vs_sequential"] == 0

@@ -164,6 +164,15 @@ def test_closing_the_engine_removes_its_adapters_from_the_server_and_the_disk(se
         other.close()
 
 
+def test_the_studio_on_the_vllm_engine_answers_a_concurrent_load_as_it_answers_alone(server):
+    from load_test import run  # tests/ is on the path (conftest's folder)
+
+    report = run(requests=9, parallel=9, app_concurrency=3, model=MODEL, engine=["--engine", "vllm", "--vllm-url", server.url])
+    assert report["engine"].startswith("vllm") and report["errors"] == []
+    assert (report["succeeded"], report["mismatches_vs_sequential"]) == (9, 0)
+    assert not report["weights_hash_changed"] and not report["patched_after"]
+
+
 def test_a_dead_process_adapter_folder_is_removed_by_the_next_engine(server, tmp_path):
     stale = tmp_path / f"{2**22 + 12345}-deadbeef"  # above Linux's largest pid: no such process
     (stale / "tflow-x").mkdir(parents=True)

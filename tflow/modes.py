@@ -130,6 +130,7 @@ class RunResult:
     batch_size: int = 1
     answer_ids: list[int] = field(default_factory=list)  # the receiver's generated token ids (with the end token, if it ended)
     receiver_first_token_s: float = 0.0  # of the receiver stage: applying the perturbation + prefill (the batch's)
+    engine: str = "hf"  # what generated the text (tflow.engines)
 
     @property
     def paper_tokens(self) -> int:
@@ -383,7 +384,7 @@ class _Job:
             results.append(RunResult(
                 mode=mode, question=self.questions[i], answer=g.text, usage=usage, timings=dict(timings),
                 kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason, receiver_prompt_tokens=g.prompt_tokens,
-                batch_size=self.n, answer_ids=g.token_ids, receiver_first_token_s=g.first_token_s, **{k: v[i] for k, v in per_query.items()},
+                batch_size=self.n, answer_ids=g.token_ids, receiver_first_token_s=g.first_token_s, engine=self.pipe.engine.name, **{k: v[i] for k, v in per_query.items()},
             ))
         return results
 

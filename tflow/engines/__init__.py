@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..agents import Backbone, GenerationSettings, Generated
-from ..lora import Perturbation
+if TYPE_CHECKING:  # the command-line tools parse their flags before torch is imported
+    from ..agents import Backbone, GenerationSettings, Generated
+    from ..lora import Perturbation
 
 ENGINES = ("hf", "vllm")
 

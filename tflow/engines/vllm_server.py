@@ -131,6 +131,7 @@ class Server:
         resolved = sources.resolve(self.model)
         cmd = serve_command(python, resolved.path, resolved.name, self.port, self.host, *self.options, [])
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        _say(f"starting a vLLM server for {resolved.name} on {self.url} (about a minute on CPU; its log: {self.log})")
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=serve_env(self.kind),
                                             start_new_session=True)

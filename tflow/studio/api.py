@@ -52,6 +52,7 @@ class Api:
         return {"status": "ok", "backbone": s.backbone.name, "device": str(s.backbone.device), "dtype": str(s.backbone.dtype),
                 "generators": {k: c.describe() for k, c in s.generators.items()}, "static_adapters": list(s.statics),
                 "sender_backbones": {k: s.senders_of(k).name for k in s.generators},
+                "engine": s.engine.describe(), "notes": s.notes,
                 "patched": is_patched(s.backbone.model), "weights_sha256": weights_sha256(s.backbone.model)}
 
     def ask(self, question: str, contexts: list[str] | None = None, modes: list[str] | None = None,

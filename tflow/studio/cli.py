@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..engines import add_engine_arguments
+
 AUTH_ENV = "TFLOW_STUDIO_AUTH"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False",
@@ -47,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait in the queue")
+    add_engine_arguments(parser)
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
                         help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
@@ -60,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = args.model == "tiny" or Path(args.model).resolve() == (ckpt / EMBEDDED["tiny"]).resolve()
     if args.sender_model is None and tiny and specialist.is_dir():
         args.sender_model = str(specialist)
+    if args.engine != "vllm" and (args.vllm_url or args.vllm_adapter_dir):
+        parser.error("--vllm-url and --vllm-adapter-dir go with --engine vllm")
+    if args.engine == "vllm" and not args.vllm_url:
+        parser.error("--engine vllm needs --vllm-url (start a server with `tflow-vllm --model MODEL`)")
     args.load_specialists = args.sender_model != "none"
     if args.sender_model == "none":
         args.sender_model = args.fallback_sender_model = None
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = StudioConfig(model=args.model, fallback_model=args.fallback_model, fallback_sender_model=args.fallback_sender_model,
                        generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
                        dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code,
-                       load_specialists=args.load_specialists)
+                       load_specialists=args.load_specialists, engine=args.engine, vllm_url=args.vllm_url,
+                       vllm_adapter_dir=args.vllm_adapter_dir)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
     except ValueError as e:  # a model or device that cannot be loaded: a user error, one line, exit code 2

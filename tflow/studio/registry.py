@@ -24,6 +24,7 @@ import torch
 
 from .. import tasks, viz
 from ..agents import Backbone, Roles, load_backbone
+from ..engines import Engine, make_engine
 from ..generators import (
     Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, check_generator, load_generator,
 )
@@ -57,6 +58,9 @@ class StudioConfig:
     concurrency: int = 1  # runs at once (the model is shared; more mostly splits the same compute)
     trust_remote_code: bool = False  # run a model repository's own Python code: only when the user asks
     max_queue: int = 16
+    engine: str = "hf"  # what generates every agent's text (tflow.engines)
+    vllm_url: str | None = None  # engine vllm: the server
+    vllm_adapter_dir: str | None = None  # engine vllm: where per-request adapters are written for it
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Studio:
             model, sender_model = cfg.fallback_model, cfg.fallback_sender_model
             self.backbone = load_backbone(model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
+        self.engine = self._engine(cfg)
         self.sender_backbone = None
         if sender_model and sender_model != model:
             self.sender_backbone = load_backbone(sender_model, self.backbone.device, self.backbone.dtype,
@@ -204,6 +209,21 @@ class Studio:
     def generator_for(self, task: str) -> str | None:
         return next((k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained), None)
 
+    def _engine(self, cfg: StudioConfig) -> Engine:
+        """The configured engine; an unreachable vLLM server (or one serving another model) is a note in the
+        header and the hf engine generates instead."""
+        try:
+            engine = make_engine(cfg.engine, vllm_url=cfg.vllm_url, adapter_root=cfg.vllm_adapter_dir)
+        except OSError as e:
+            self.notes.append(f"{e}: generating with the hf engine instead")
+            return make_engine("hf")
+        if engine.name == "vllm" and engine.model != self.backbone.name:
+            self.notes.append(f"the vLLM server at {cfg.vllm_url} serves {engine.model}, not the receiver {self.backbone.name}: "
+                              "generating with the hf engine instead")
+            engine.close()
+            return make_engine("hf")
+        return engine
+
     def pipeline(self, generator: str, static: str) -> Pipeline:
         """The pipeline of one generator x static adapter pair, on the shared backbone."""
         if generator not in self.generators:
@@ -215,7 +235,7 @@ class Studio:
             if key not in self._pipelines:
                 st = self.statics[static].obj if static != NONE else None
                 ck = self.generators[generator]
-                self._pipelines[key] = Pipeline(self.backbone, ck.obj, None, st, sender_backbone=ck.sender)
+                self._pipelines[key] = Pipeline(self.backbone, ck.obj, None, st, sender_backbone=ck.sender, engine=self.engine)
             return self._pipelines[key]
 
     def query_features(self, generator: str, kind: str, roles: Roles) -> tuple[np.ndarray, list[tasks.Example]]:
@@ -248,6 +268,8 @@ class Studio:
 
     def close(self) -> None:
         shutil.rmtree(self.downloads, ignore_errors=True)
+        if hasattr(self.engine, "close"):
+            self.engine.close()
 
 
 def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:

@@ -120,7 +120,7 @@ def execute(pipe: Pipeline, req: RunRequest, post: Callable[[Event], None], stop
                 on_stage=lambda s, m=mode: post(Event("stage", m, s)), should_stop=stop.is_set,
             )
             post(Event("result", mode, result))
-        except ValueError as e:
+        except (ValueError, OSError) as e:  # bad input; an engine's server that went away
             post(Event("error", mode, str(e)))
         except Exception as e:  # a bug must not take the server down; the log keeps the traceback
             log.exception("mode %s failed", mode)

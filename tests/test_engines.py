@@ -1,0 +1,67 @@
+"""The engine choice without a vLLM server: hf stays the default and unchanged; an unreachable server is
+one line in every tool and a note in the Studio, which keeps generating with hf."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tflow.engines import make_engine
+from tflow.engines.hf import HFEngine
+from tflow.engines.vllm import EngineUnavailable
+from tflow.modes import Pipeline
+from tflow.studio.cli import parse_args
+from tflow.studio.registry import Studio, StudioConfig
+from tflow.studio.render import header_html
+
+ROOT = Path(__file__).resolve().parents[1]
+DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_hf_is_the_default_engine_and_every_result_says_which_engine_generated(qwen3):
+    pipe = Pipeline(qwen3)
+    assert isinstance(pipe.engine, HFEngine)
+    assert {pipe.run("What is 2 + 2?", m).engine for m in ("single", "tflow")} == {"hf"}
+
+
+@pytest.mark.parametrize("args,says", [
+    (["tflow.evaluate", "--task", "relay", "--limit", "1", "--engine", "vllm", "--vllm-url", DEAD], "unreachable"),
+    (["tflow.evaluate", "--task", "relay", "--limit", "1", "--engine", "vllm"], "needs --vllm-url"),
+    (["tflow.evaluate", "--task", "relay", "--limit", "1", "--vllm-url", DEAD], "go with --engine vllm"),
+    (["tflow.bench", "--workload", "engines", "--engine", "hf,sglang"], "unknown engine"),
+])
+def test_engine_mistakes_and_an_unreachable_server_are_one_line_in_the_tools(args, says):
+    done = _tool(*args)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and says in lines[-1], lines[-1]
+
+
+def test_an_unreachable_server_raises_the_engines_own_error():
+    with pytest.raises(EngineUnavailable, match="unreachable.*--engine hf"):
+        make_engine("vllm", vllm_url=DEAD)
+
+
+def test_the_studio_with_an_unreachable_server_says_so_in_the_header_and_generates_with_hf():
+    studio = Studio(StudioConfig(model=str(ROOT / "checkpoints" / "tiny-qwen3"), checkpoints=str(ROOT / "checkpoints"),
+                                 device="cpu", engine="vllm", vllm_url=DEAD))
+    try:
+        assert studio.engine.name == "hf"
+        header = header_html(studio, studio.default_generator)
+        assert "unreachable" in header and "generating with the hf engine instead" in header
+        assert studio.pipeline("relay", "none").run("What is 2 + 2?", "single").engine == "hf"
+    finally:
+        studio.close()
+
+
+@pytest.mark.parametrize("argv", [["--engine", "vllm"], ["--vllm-url", DEAD]])
+def test_the_studio_refuses_engine_flags_that_do_not_go_together(argv):
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2
