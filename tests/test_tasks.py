@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tflow import notes, tasks
+from tflow import kb, notes, tasks
 
 
 @pytest.mark.parametrize("task", tasks.TASKS + tasks.REAL_MODEL_TASKS)
@@ -179,7 +179,6 @@ def test_bad_task_inputs_are_readable_errors(tmp_path):
 
 
 def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
-    from tflow import kb
 
     people = {held: {f.who for f in kb.facts() if f.held_out == held} for held in (False, True)}
     assert not people[False] & people[True] and len(people[True]) == kb.HELD_OUT_ENTITIES
@@ -218,3 +217,19 @@ def test_split_glued_sequences_give_the_second_sender_the_answer_last_character_
         seen.add(tok.decode(ids[prompt_len:-1]))
         assert tok.decode(ids[:prompt_len]).endswith(ex.question)  # cut right after the question
     assert seen == {ex.answer, ex.answer[::-1]}
+
+
+def test_every_kb_question_names_its_attribute_and_evaluation_splits_accuracy_by_it():
+    from types import SimpleNamespace
+
+    from tflow.evaluate import _by_attribute
+
+    rows = tasks.examples("kb@2", "test", None)
+    assert {kb.attribute_of(e.question) for e in rows} == {a.name for a in kb.ATTRIBUTES}
+    assert kb.attribute_of("What is 2 + 2?") is None
+    results = [(SimpleNamespace(question=e.question), e.answer) for e in rows[:30]]
+    correct = [kb.attribute_of(e.question) == "friend" for e in rows[:30]]
+    split = _by_attribute(results, correct)["by_attribute"]
+    assert split["friend"]["accuracy"] == 1.0 and all(v["accuracy"] == 0.0 for k, v in split.items() if k != "friend")
+    assert sum(v["n"] for v in split.values()) == 30
+    assert _by_attribute([(SimpleNamespace(question="What is 2 + 2?"), "4")], [True]) == {}

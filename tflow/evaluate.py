@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import catalog, tasks
+from . import catalog, kb, tasks
 from .cli import user_errors
 from .engines import add_engine_arguments, engine_from_args
 from .modes import MODES, Pipeline, RunResult
@@ -55,6 +55,17 @@ def _variant(
     return run
 
 
+def _by_attribute(rows: list[tuple[RunResult, str]], correct: list[bool]) -> dict:
+    """kb questions: the accuracy per attribute (friend, age, lucky number), to see which facts travel."""
+    names = [kb.attribute_of(r.question) for r, _ in rows]
+    if None in names:
+        return {}
+    groups: dict[str, list[bool]] = {}
+    for name, ok in zip(names, correct):
+        groups.setdefault(name, []).append(ok)
+    return {"by_attribute": {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in groups.items()}}
+
+
 def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, Variant], batch_size: int = 1) -> dict:
     results = {}
     for name, variant in variants.items():
@@ -73,6 +84,7 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
             "seconds_p90": percentile(seconds, 0.9),
             "kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r, _ in rows),
             "n": len(rows),
+            **_by_attribute(rows, correct),
             "examples": [{"question": r.question, "answer": r.answer, "reference": ref} for r, ref in rows[:3]],
         }
     return results
@@ -103,6 +115,9 @@ def format_table(task: str, results: dict) -> str:
     for name, r in results.items():
         cell = f" {r['paper_tokens_per_query']:.1f} |" if paper else ""
         lines.append(f"| {name} | {100 * r['accuracy']:.1f} | {r['tokens_per_query']:.1f} |{cell} {r['seconds_per_query']:.4f} | {r['n']} |")
+    for name, r in results.items():
+        if "by_attribute" in r:
+            lines.append(f"{name} by attribute: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}% of {v['n']}" for k, v in r["by_attribute"].items()))
     for k, v in savings(results).items():
         lines.append(f"{k}: {v:.1f}" + ("%" if k.endswith("pct") else "x"))
     return "\n".join(lines)

@@ -72,3 +72,12 @@ def facts(seed: int = 0) -> tuple[Fact, ...]:
         Fact(who, attr, rng.choice(attr.values), i >= ENTITIES - HELD_OUT_ENTITIES)
         for i, who in enumerate(people) for attr in ATTRIBUTES
     )
+
+
+def attribute_of(question: str) -> str | None:
+    """The attribute a kb question asks about (its template's fixed start), or None for another question."""
+    for attr in ATTRIBUTES:
+        start, _, end = attr.question.partition("{who}")
+        if question.startswith(start) and question.endswith(end):
+            return attr.name
+    return None
