@@ -107,6 +107,15 @@ if has kb-evaluate; then
     --json checkpoints/results/smollm2-kb2-train.json
 fi
 
+if has kb-diagnose; then
+  # which facts travel: TFlow on group B per attribute, and a probe of each answer character in the states a
+  # --condition prompt generator reads (the answer header's last token: where the specialist answers from)
+  python -m tflow.evaluate --model $MODEL --task kb@2 --modes tflow --limit 300 --seed 0 --batch-size 8 \
+    --json checkpoints/results/smollm2-kb2-by-attribute.json
+  python scripts/kb_probe.py --model checkpoints/specialists/smollm2-kb2 --task kb@2 --condition prompt --layers 20,25,28,30 \
+    --json checkpoints/specialists/smollm2-kb2/probe-prompt.json
+fi
+
 if has kb-bench; then
   # the sender pass (the specialist's prefill) + generator per query beside TextMAS's messages, on this pair
   python -m tflow.bench --model $MODEL --workload tasks --tasks kb@2 --message-cap 256 --queries 5 --warmup 1 \

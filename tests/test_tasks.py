@@ -179,7 +179,6 @@ def test_bad_task_inputs_are_readable_errors(tmp_path):
 
 
 def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
-
     people = {held: {f.who for f in kb.facts() if f.held_out == held} for held in (False, True)}
     assert not people[False] & people[True] and len(people[True]) == kb.HELD_OUT_ENTITIES
     train, test = tasks.examples("kb", "train", None), tasks.examples("kb", "test", None)

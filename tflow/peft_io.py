@@ -32,12 +32,13 @@ def peft_state(p: Perturbation, sample: int = 0) -> tuple[dict, dict[str, torch.
     """(adapter_config, tensors) of the fused perturbation of `sample` in PEFT's layout."""
     one = p.sample(sample)
     tensors = {}
-    for layer in range(p.spec.num_layers):
-        for name in p.spec.modules:
-            a, b = one.stacked(layer, name)
+    for name in p.spec.modules:
+        a, b = one.stacked_layers(name)  # every layer at once: (1, layers, S*r, in), (1, layers, out, S*r)
+        a, b = a[0].float().cpu(), b[0].float().cpu()
+        for layer in range(p.spec.num_layers):
             key = _PREFIX + p.spec.module_name(layer, name)
-            tensors[f"{key}.lora_A.weight"] = a[0].float().contiguous().cpu()
-            tensors[f"{key}.lora_B.weight"] = b[0].float().contiguous().cpu()
+            tensors[f"{key}.lora_A.weight"] = a[layer].contiguous()
+            tensors[f"{key}.lora_B.weight"] = b[layer].contiguous()
     r_total = p.rank * len(p.senders)
     config = {
         "peft_type": "LORA",
