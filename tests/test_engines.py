@@ -65,3 +65,35 @@ def test_the_studio_refuses_engine_flags_that_do_not_go_together(argv):
     with pytest.raises(SystemExit) as e:
         parse_args(argv)
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--port", "0"], "--port must be"),
+    (["--model", "no-such-model-anywhere.gguf"], "does not exist"),
+])
+def test_tflow_vllm_mistakes_are_one_line(args, says):
+    from tflow.engines.vllm_server import env_ready
+
+    if not env_ready("cpu") and "--port" not in args:
+        pytest.skip("vLLM's environment is missing: the model is checked after it")
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    done = _tool("tflow.engines.vllm_server", *(args if "--port" in args else [*args, "--port", port]))
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and says in lines[-1], lines[-1]
+
+
+def test_tflow_vllm_refuses_a_port_in_use_in_one_line():
+    import socket
+
+    from tflow.engines.vllm_server import check_port_free
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ValueError, match="choose another --port"):
+            check_port_free("127.0.0.1", busy.getsockname()[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,6 +110,15 @@ def wait_healthy(url: str, process: subprocess.Popen | None, timeout_s: float, l
     raise OSError(f"the vLLM server at {url} did not come up within {timeout_s:.0f} s")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """One line before vLLM starts (its own failure would be a traceback a minute later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}): choose another --port") from None
+
+
 class Server:
     """A vLLM server in a child process (its own process group), for tests and benchmarks:
     `with Server("smollm2-135m-instruct") as s: VLLMEngine(s.url)`."""
@@ -128,6 +138,7 @@ class Server:
 
     def start(self) -> Server:
         python = ensure_env(self.kind)
+        check_port_free(self.host, self.port)
         resolved = sources.resolve(self.model)
         cmd = serve_command(python, resolved.path, resolved.name, self.port, self.host, *self.options, [])
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -171,11 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default=None, help="weights' dtype (default: float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--setup-only", action="store_true", help="create the environment and exit")
     a, extra = p.parse_known_args(argv)
+    if not 0 < a.port < 65536 or a.max_lora_rank < 1 or a.max_loras < 1:
+        raise ValueError("--port must be 1-65535 and --max-lora-rank, --max-loras positive")
     kind = device_kind()
     python = ensure_env(kind)
     if a.setup_only:
         _say(f"vLLM's environment is ready: {python}")
         return
+    check_port_free(a.host, a.port)
     resolved = sources.resolve(a.model)
     dtype = a.dtype or ("float32" if kind == "cpu" else "bfloat16")
     cmd = serve_command(python, resolved.path, resolved.name, a.port, a.host, a.max_lora_rank, a.max_loras, dtype, extra)
