@@ -97,3 +97,26 @@ def test_tflow_vllm_refuses_a_port_in_use_in_one_line():
         busy.listen()
         with pytest.raises(ValueError, match="choose another --port"):
             check_port_free("127.0.0.1", busy.getsockname()[1])
+
+
+def test_a_server_that_goes_away_mid_session_is_a_message_in_the_studio_run(qwen3):
+    import threading
+
+    from tflow.agents import GenerationSettings, Roles
+    from tflow.studio.worker import RunRequest, execute
+
+    class Gone:
+        name = "vllm"
+
+        def describe(self) -> str:
+            return "vllm (gone)"
+
+        def generate(self, *args, **kwargs):
+            raise EngineUnavailable("the vLLM server at http://127.0.0.1:9 is unreachable (ConnectError); use --engine hf")
+
+    req = RunRequest("What is 2 + 2?", ("", ""), "", ("single", "tflow"), "none", "none", GenerationSettings(), Roles())
+    events = []
+    execute(Pipeline(qwen3, engine=Gone()), req, events.append, threading.Event())
+    errors = {e.mode: e.payload for e in events if e.kind == "error"}
+    assert set(errors) == {"single", "tflow"} and all("unreachable" in m and "internal error" not in m for m in errors.values())
+    assert events[-1].kind == "done"

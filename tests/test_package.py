@@ -14,7 +14,8 @@ from tflow.studio import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"tflow-studio": "tflow.studio.cli:main", "tflow-train": "tflow.train:main", "tflow-evaluate": "tflow.evaluate:main",
-           "tflow-bench": "tflow.bench:main", "tflow-pretrain": "tflow.pretrain:main"}
+           "tflow-bench": "tflow.bench:main", "tflow-pretrain": "tflow.pretrain:main",
+           "tflow-vllm": "tflow.engines.vllm_server:main"}
 # The Studio's modules, top to bottom: each may import only the ones after it (and the library).
 STUDIO_ORDER = ("cli", "server", "wiring", "page", "causal_section", "api", "render", "worker", "registry")
 

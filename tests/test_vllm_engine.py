@@ -66,7 +66,7 @@ def _left_behind(engine: VLLMEngine) -> tuple[list[str], list[str]]:
             [f.name for f in engine.adapter_folders() if not f.name.startswith("tflow-base")])
 
 
-@pytest.mark.parametrize("mode,n", [("single", 50), ("tflow", 50), ("static", 50), ("textmas", 10)])
+@pytest.mark.parametrize("mode,n", [("single", 50), ("tflow", 50), ("static", 50), ("textmas", 50)])
 def test_every_mode_answers_through_vllm_token_for_token_as_through_hf(hf, vl, engine, mode, n):
     questions, contexts = _note(n)
     want, got = _answers(hf, mode, questions, contexts), _answers(vl, mode, questions, contexts)

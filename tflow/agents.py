@@ -446,13 +446,18 @@ def generate(
         ended = None if settings.ignore_eos else next((i for i, t in enumerate(row) if t in eos), None)
         kept = row if ended is None else row[: ended + 1]
         reason = "eos" if ended is not None else (stop.reason or "length")
-        results.append(Generated(
-            text=tok.decode(kept, skip_special_tokens=True).strip(),
-            token_ids=kept,
-            prompt_tokens=len(prompt),
-            generated_tokens=len(kept),
-            stop_reason=reason,
-            kv_cache_bytes=backbone.kv_cache_bytes(len(prompt) + len(kept)),
-            first_token_s=(stop.first_at or time.perf_counter()) - started,
-        ))
+        results.append(finished(backbone, len(prompt), kept, reason, (stop.first_at or time.perf_counter()) - started))
     return results
+
+
+def finished(backbone: Backbone, prompt_tokens: int, ids: list[int], reason: str, first_token_s: float) -> Generated:
+    """A sequence's generation (`ids`: its new tokens, with the end token if it ended) and what it cost."""
+    return Generated(
+        text=backbone.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+        token_ids=ids,
+        prompt_tokens=prompt_tokens,
+        generated_tokens=len(ids),
+        stop_reason=reason,
+        kv_cache_bytes=backbone.kv_cache_bytes(prompt_tokens + len(ids)),
+        first_token_s=first_token_s,
+    )

@@ -44,7 +44,7 @@ from .generators import (
     Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, load_generator, recorded_sender,
     stack_conditions,
 )
-from .engines import Engine
+from .engines import Decode, Engine
 from .engines.hf import HFEngine
 from .lru import LRUCache
 from .peft_io import load_peft_adapter
@@ -368,8 +368,8 @@ class _Job:
         recent = list(pipe.perturbed_answer_tokens)
         budget = self.settings.max_new_tokens
         steps = 1 + (min(budget, round(statistics.median(recent))) if recent else budget)
-        gens = pipe.engine.generate(pipe.backbone, [p.input_ids for p in prompts], budget, self.settings, perturbation,
-                                    self.on_token, self.should_stop, started=t0, steps=steps)
+        gens = pipe.engine.generate(pipe.backbone, Decode([p.input_ids for p in prompts], budget, self.settings, perturbation,
+                                                          self.on_token, self.should_stop, started=t0, steps=steps))
         if perturbation is not None:
             pipe.perturbed_answer_tokens.extend(g.generated_tokens for g in gens)
         return gens, time.perf_counter() - t0
@@ -402,8 +402,8 @@ class _Job:
         t0 = time.perf_counter()
         prompts = sender_prompts(pipe.sender_backbone, senders, self.questions, self.contexts)
         pipe._check_fits(prompts, self.settings.sender_max_new_tokens, pipe.sender_backbone)
-        sent = pipe.engine.generate(pipe.sender_backbone, [p.input_ids for p in prompts], self.settings.sender_max_new_tokens, self.settings,
-                                    should_stop=self.should_stop)
+        sent = pipe.engine.generate(pipe.sender_backbone, Decode([p.input_ids for p in prompts], self.settings.sender_max_new_tokens,
+                                                                 self.settings, should_stop=self.should_stop))
         t_send = time.perf_counter() - t0
         s = len(senders)
         messages = [{a.role: sent[i * s + j].text for j, a in enumerate(senders)} for i in range(self.n)]

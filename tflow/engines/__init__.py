@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the command-line tools parse their flags before torch is imported
@@ -22,24 +23,27 @@ if TYPE_CHECKING:  # the command-line tools parse their flags before torch is im
 ENGINES = ("hf", "vllm")
 
 
+@dataclass
+class Decode:
+    """One batch of generations, what an engine is asked: one per prompt; sample i of `perturbation` (if any;
+    a batch of one applies to every prompt) applies to prompt i only. on_text(texts): every answer so far,
+    after each decoded token; started: the perf_counter first-token times count from; steps: the expected
+    decoding steps (prefill + answer), which an engine may use to choose how to apply a perturbation."""
+
+    prompts: Sequence[Sequence[int]]
+    max_new_tokens: int
+    settings: GenerationSettings
+    perturbation: Perturbation | None = None
+    on_text: Callable[[list[str]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    started: float | None = None
+    steps: int | None = None
+
+
 class Engine(Protocol):
     name: str
 
-    def generate(
-        self,
-        backbone: Backbone,
-        prompts: Sequence[Sequence[int]],
-        max_new_tokens: int,
-        settings: GenerationSettings,
-        perturbation: Perturbation | None = None,
-        on_text: Callable[[list[str]], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        started: float | None = None,
-        steps: int | None = None,
-    ) -> list[Generated]:
-        """One generation per prompt; sample i of `perturbation` (if any) applies to prompt i only.
-        on_text(texts): every answer so far, after each decoded token; steps: the expected decoding
-        steps (prefill + answer), which an engine may use to choose how to apply a perturbation."""
+    def generate(self, backbone: Backbone, job: Decode) -> list[Generated]:
         ...
 
     def describe(self) -> str:
@@ -75,3 +79,17 @@ def engine_from_args(a: argparse.Namespace, merge: bool | str = "auto") -> Engin
     if a.engine != "vllm" and (a.vllm_url or a.vllm_adapter_dir):
         raise ValueError("--vllm-url and --vllm-adapter-dir go with --engine vllm")
     return make_engine(a.engine, merge, a.vllm_url, adapter_root=a.vllm_adapter_dir)
+
+
+def engine_or_hf(name: str, vllm_url: str | None, adapter_root: str | None, model: str) -> tuple[Engine, str | None]:
+    """The configured engine for a receiver called `model`, or hf and a note saying why not (an unreachable
+    server, one that serves another model): for an app that must start whatever the server does."""
+    try:
+        engine = make_engine(name, vllm_url=vllm_url, adapter_root=adapter_root)
+    except OSError as e:
+        return make_engine("hf"), f"{e}: generating with the hf engine instead"
+    if getattr(engine, "model", model) != model:
+        engine.close()
+        return make_engine("hf"), (f"the vLLM server at {vllm_url} serves {engine.model}, not the receiver {model}: "
+                                   "generating with the hf engine instead")
+    return engine, None

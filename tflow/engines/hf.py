@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-
 import torch
 
 from .. import lora
-from ..agents import Backbone, GenerationSettings, Generated, generate
+from ..agents import Backbone, Generated, generate
+from . import Decode
 
 
 class HFEngine:
@@ -20,29 +19,18 @@ class HFEngine:
     def describe(self) -> str:
         return "hf (transformers generate, in process)"
 
-    def generate(
-        self,
-        backbone: Backbone,
-        prompts: Sequence[Sequence[int]],
-        max_new_tokens: int,
-        settings: GenerationSettings,
-        perturbation: lora.Perturbation | None = None,
-        on_text: Callable[[list[str]], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        started: float | None = None,
-        steps: int | None = None,
-    ) -> list[Generated]:
+    def generate(self, backbone: Backbone, job: Decode) -> list[Generated]:
         streamer = None
-        if on_text is not None:
-            ids: list[list[int]] = [[] for _ in prompts]
-            tok = backbone.tokenizer
+        if job.on_text is not None:
+            ids: list[list[int]] = [[] for _ in job.prompts]
+            tok, on_text = backbone.tokenizer, job.on_text
 
             def streamer(step: int, new: torch.Tensor) -> None:
                 for row, t in zip(ids, new.tolist()):
                     row.append(t)
                 on_text([tok.decode(r, skip_special_tokens=True) for r in ids])
 
-        applied = (lora.apply(backbone.model, perturbation, self.merge, steps) if perturbation is not None
+        applied = (lora.apply(backbone.model, job.perturbation, self.merge, job.steps) if job.perturbation is not None
                    else contextlib.nullcontext())
         with applied:
-            return generate(backbone, prompts, max_new_tokens, settings, streamer, should_stop, started=started)
+            return generate(backbone, job.prompts, job.max_new_tokens, job.settings, streamer, job.should_stop, started=job.started)

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,9 +36,10 @@ import torch
 from safetensors.torch import save_file
 
 from .. import lora
-from ..agents import Backbone, GenerationSettings, Generated
+from ..agents import Backbone, Generated, finished
 from ..peft_io import peft_state, target_regex
 from ..sources.adapter import base_of
+from . import Decode
 
 BASE_ADAPTER = "tflow-base"  # the all-zero adapter every plain request carries (see the module docstring)
 
@@ -193,35 +194,25 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(
-        self,
-        backbone: Backbone,
-        prompts: Sequence[Sequence[int]],
-        max_new_tokens: int,
-        settings: GenerationSettings,
-        perturbation: lora.Perturbation | None = None,
-        on_text: Callable[[list[str]], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        started: float | None = None,
-        steps: int | None = None,
-    ) -> list[Generated]:
-        started = time.perf_counter() if started is None else started
+    def generate(self, backbone: Backbone, job: Decode) -> list[Generated]:
+        started = time.perf_counter() if job.started is None else job.started
+        perturbation = job.perturbation
         if perturbation is None:
             plain = self._adapter_for(backbone)
         elif backbone.name != self.model:
             raise ValueError(f"perturbations apply to the served model {self.model}, not to {backbone.name}")
-        texts = [""] * len(prompts)
+        texts = [""] * len(job.prompts)
         shown = threading.Lock()
 
         def show(i: int, text: str) -> None:
-            if on_text is not None:
+            if job.on_text is not None:
                 with shown:
                     texts[i] = text
-                    on_text(list(texts))
+                    job.on_text(list(texts))
 
         def one(i: int) -> Generated:
             if perturbation is None:
-                return self._complete(backbone, prompts[i], plain, max_new_tokens, settings, started, should_stop, lambda t: show(i, t))
+                return self._complete(backbone, job, i, plain, started, lambda t: show(i, t))
             sample = 0 if perturbation.batch_size == 1 else i  # a static adapter: one for every prompt
             name = f"tflow-{uuid.uuid4().hex}"
             folder = self.folder / name
@@ -231,8 +222,7 @@ class VLLMEngine:
                 self._load(name, folder)
                 registered = time.perf_counter() - t0
                 try:
-                    return self._complete(backbone, prompts[i], name, max_new_tokens, settings, started, should_stop,
-                                          lambda t: show(i, t))
+                    return self._complete(backbone, job, i, name, started, lambda t: show(i, t))
                 finally:
                     t1 = time.perf_counter()
                     self._unload(name)
@@ -240,15 +230,16 @@ class VLLMEngine:
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 
-        if len(prompts) == 1:
+        if len(job.prompts) == 1:
             return [one(0)]
-        with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
-            return list(pool.map(one, range(len(prompts))))
+        with ThreadPoolExecutor(max_workers=len(job.prompts)) as pool:
+            return list(pool.map(one, range(len(job.prompts))))
 
-    def _complete(self, backbone: Backbone, prompt: Sequence[int], adapter: str, max_new_tokens: int,
-                  settings: GenerationSettings, started: float, should_stop: Callable[[], bool] | None,
+    def _complete(self, backbone: Backbone, job: Decode, i: int, adapter: str, started: float,
                   on_text: Callable[[str], None]) -> Generated:
-        body: dict = {"model": adapter, "prompt": list(prompt), "max_tokens": max_new_tokens, "stream": True,
+        """Prompt i of `job` with `adapter`, streamed: on_text after each chunk; a stop or timeout closes it."""
+        prompt, settings, should_stop = job.prompts[i], job.settings, job.should_stop
+        body: dict = {"model": adapter, "prompt": list(prompt), "max_tokens": job.max_new_tokens, "stream": True,
                       "return_token_ids": True, "skip_special_tokens": True}
         if settings.do_sample:
             body.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
@@ -290,15 +281,7 @@ class VLLMEngine:
             reason = "eos" if finish == "stop" and not settings.ignore_eos else "length"
             if reason == "eos" and (not ids or ids[-1] not in eos):
                 ids.append(backbone.eos_token_ids[0])  # the hf engine keeps the end token: count it the same
-        return Generated(
-            text=tok.decode(ids, skip_special_tokens=True).strip(),
-            token_ids=ids,
-            prompt_tokens=len(prompt),
-            generated_tokens=len(ids),
-            stop_reason=reason,
-            kv_cache_bytes=backbone.kv_cache_bytes(len(prompt) + len(ids)),
-            first_token_s=(first_at or time.perf_counter()) - started,
-        )
+        return finished(backbone, len(prompt), ids, reason, (first_at or time.perf_counter()) - started)
 
 
 def _error_text(r: httpx.Response) -> str:

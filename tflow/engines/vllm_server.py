@@ -113,6 +113,7 @@ def wait_healthy(url: str, process: subprocess.Popen | None, timeout_s: float, l
 def check_port_free(host: str, port: int) -> None:
     """One line before vLLM starts (its own failure would be a traceback a minute later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a just-closed port is free
         try:
             sock.bind((host, port))
         except OSError as e:

@@ -24,7 +24,7 @@ import torch
 
 from .. import tasks, viz
 from ..agents import Backbone, Roles, load_backbone
-from ..engines import Engine, make_engine
+from ..engines import engine_or_hf
 from ..generators import (
     Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, check_generator, load_generator,
 )
@@ -124,7 +124,8 @@ class Studio:
             model, sender_model = cfg.fallback_model, cfg.fallback_sender_model
             self.backbone = load_backbone(model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         self.spec = infer_targets(self.backbone.model)
-        self.engine = self._engine(cfg)
+        self.engine, note = engine_or_hf(cfg.engine, cfg.vllm_url, cfg.vllm_adapter_dir, self.backbone.name)
+        self.notes += [note] if note else []
         self.sender_backbone = None
         if sender_model and sender_model != model:
             self.sender_backbone = load_backbone(sender_model, self.backbone.device, self.backbone.dtype,
@@ -208,21 +209,6 @@ class Studio:
 
     def generator_for(self, task: str) -> str | None:
         return next((k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained), None)
-
-    def _engine(self, cfg: StudioConfig) -> Engine:
-        """The configured engine; an unreachable vLLM server (or one serving another model) is a note in the
-        header and the hf engine generates instead."""
-        try:
-            engine = make_engine(cfg.engine, vllm_url=cfg.vllm_url, adapter_root=cfg.vllm_adapter_dir)
-        except OSError as e:
-            self.notes.append(f"{e}: generating with the hf engine instead")
-            return make_engine("hf")
-        if engine.name == "vllm" and engine.model != self.backbone.name:
-            self.notes.append(f"the vLLM server at {cfg.vllm_url} serves {engine.model}, not the receiver {self.backbone.name}: "
-                              "generating with the hf engine instead")
-            engine.close()
-            return make_engine("hf")
-        return engine
 
     def pipeline(self, generator: str, static: str) -> Pipeline:
         """The pipeline of one generator x static adapter pair, on the shared backbone."""
