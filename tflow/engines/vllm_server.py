@@ -96,8 +96,12 @@ def serve_env(kind: str) -> dict[str, str]:
 
 def wait_healthy(url: str, process: subprocess.Popen | None, timeout_s: float, log: Path | None = None) -> None:
     """Until GET /health answers 200; one line if the server dies or does not come up in time."""
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline, shown = start + timeout_s, start
     while time.monotonic() < deadline:
+        if time.monotonic() - shown >= 15:
+            shown = time.monotonic()
+            _say(f"  waiting for the vLLM server at {url} ({shown - start:.0f} s)")
         if process is not None and process.poll() is not None:
             hint = f" (its log: {log})" if log else ""
             raise OSError(f"the vLLM server exited with code {process.returncode} while starting{hint}")
