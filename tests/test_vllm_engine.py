@@ -61,9 +61,11 @@ def _answers(pipe: Pipeline, mode: str, questions, contexts, batch: int = 10) ->
 
 
 def _left_behind(engine: VLLMEngine) -> tuple[list[str], list[str]]:
-    """Adapters on the server and folders on disk other than the long-lived zero adapter."""
-    return ([a for a in engine.adapters() if not a.startswith("tflow-base")],
-            [f.name for f in engine.adapter_folders() if not f.name.startswith("tflow-base")])
+    """Per-request adapters (tflow-<hex>) on the server and on disk; the long-lived ones (the zero adapter,
+    a specialist's) stay registered while the engine lives."""
+    def per_request(name: str) -> bool:
+        return name.startswith("tflow-") and not name.startswith("tflow-base")
+    return [a for a in engine.adapters() if per_request(a)], [f.name for f in engine.adapter_folders() if per_request(f.name)]
 
 
 @pytest.mark.parametrize("mode,n", [("single", 50), ("tflow", 50), ("static", 50), ("textmas", 50)])
@@ -71,6 +73,19 @@ def test_every_mode_answers_through_vllm_token_for_token_as_through_hf(hf, vl, e
     questions, contexts = _note(n)
     want, got = _answers(hf, mode, questions, contexts), _answers(vl, mode, questions, contexts)
     assert sum(w != g for w, g in zip(want, got)) == 0
+    assert _left_behind(engine) == ([], [])
+
+
+def test_the_kb_specialist_writes_its_textmas_messages_through_its_own_adapter_on_the_server(hf, engine):
+    kb = Pipeline.from_pretrained(MODEL, generator="checkpoints/generators/smollm2-kb2")  # senders: the recorded specialist
+    on_vllm = Pipeline(kb.backbone, kb.generator, sender_backbone=kb.sender_backbone, engine=engine)
+    exs = tasks.examples("kb@2", "test", 8, seed=0)
+    questions, contexts = [e.question for e in exs], [list(e.contexts) for e in exs]
+    for mode in ("textmas", "tflow"):
+        want = kb.run_batch(questions, mode, contexts, sender_max_new_tokens=32)
+        got = on_vllm.run_batch(questions, mode, contexts, sender_max_new_tokens=32)
+        assert [(r.messages, r.answer_ids) for r in want] == [(r.messages, r.answer_ids) for r in got]
+    assert any(a.startswith("sender-") for a in engine.adapters())  # the specialist, registered once
     assert _left_behind(engine) == ([], [])
 
 
@@ -140,7 +155,7 @@ def test_a_restarted_server_holds_no_adapter_and_the_engine_carries_on(hf, vl, e
     server.stop()
     with pytest.raises(EngineUnavailable, match="unreachable"):
         vl.run_batch(questions, "single", contexts)
-    assert [f.name for f in engine.adapter_folders() if not f.name.startswith("tflow-base")] == []
+    assert [f.name for f in engine.adapter_folders() if f.name.startswith("tflow-") and not f.name.startswith("tflow-base")] == []
     server.start()
     assert engine.adapters() == []  # nothing survives a restart on the server side
     vl.clear_cache()
