@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from .. import lora
 from ..agents import Backbone, Generated, finished
-from ..peft_io import peft_state, target_regex
+from ..peft_io import peft_state
 from ..sources.adapter import base_of
 from . import Decode
 
@@ -164,18 +164,11 @@ class VLLMEngine:
 
     def _base_adapter(self, backbone: Backbone) -> str:
         spec = lora.infer_targets(backbone.model)
-
-        def make(folder: Path) -> None:
-            tensors = {}
-            for layer in range(spec.num_layers):
-                for module in spec.modules:
-                    key = f"base_model.model.{spec.module_name(layer, module)}"
-                    fan_out, fan_in = spec.modules[module]
-                    tensors[f"{key}.lora_A.weight"] = torch.zeros(1, fan_in)
-                    tensors[f"{key}.lora_B.weight"] = torch.zeros(fan_out, 1)
-            _write_adapter(folder, {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 1, "lora_alpha": 1,
-                                    "target_modules": target_regex(spec), "bias": "none"}, tensors)
-        return self._long_lived(BASE_ADAPTER, make)
+        # rank 1, every factor zero, in the layout every TFlow adapter is exported in (peft_state)
+        zero = lora.Perturbation(spec, A={m: torch.zeros(1, 1, spec.num_layers, 1, fan_in) for m, (_, fan_in) in spec.modules.items()},
+                                 B={m: torch.zeros(1, 1, spec.num_layers, fan_out, 1) for m, (fan_out, _) in spec.modules.items()},
+                                 weights=torch.ones(1, 1), scaling=1.0, senders=("none",), extra={"backbone_name": backbone.name})
+        return self._long_lived(BASE_ADAPTER, lambda folder: _write_adapter(folder, *peft_state(zero)))
 
     def _specialist_adapter(self, path: str) -> str:
         folder = Path(path).resolve()
