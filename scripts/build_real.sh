@@ -5,6 +5,7 @@
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
 # Usage: bash scripts/build_real.sh [step ...]
 #   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate
+#          words-specialist words words-evaluate words-bench words-replicate (kb-words: the issue-19 pair)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -62,14 +63,20 @@ if has bench; then
     --json docs/bench-cpu-smollm2.json
 fi
 
+# kb_specialist TASK OUT: SmolLM2 + a PEFT LoRA that learns every fact of the knowledge base TASK (both groups); its
+# dev set is group B (what it must know and no generator may see). 3.1 s/step at batch 16 on 2 cores.
+kb_specialist() {
+  python -m tflow.train --model $MODEL --task "$1" --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
+    --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out "$2"
+}
+
 if has specialist; then
   # kb on a real model (issue 19): the specialist is SmolLM2 + a PEFT LoRA that learned every fact of a fresh invented
   # knowledge base (kb@2: 400 people x friend / age / lucky number; group B = the last 100 people, 300 questions) in
   # its weights; only the adapter ships, the base is the fetched model. Kept as an adapter (not merged) so that it
   # runs beside the receiver on the receiver's own weight tensors (tflow/sources/adapter.py): no second copy of the
   # base. 3.1 s/step at batch 16 on 2 cores; its dev set is group B (what it must know and no generator may see).
-  python -m tflow.train --model $MODEL --task kb@2 --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
-    --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out checkpoints/specialists/smollm2-kb2
+  kb_specialist kb@2 checkpoints/specialists/smollm2-kb2
   # its ceiling and the base model on group B's 300 questions; then a linear probe of its senders' question states
   python -m tflow.evaluate --model checkpoints/specialists/smollm2-kb2 --task kb@2 --modes single --limit 300 --seed 0 \
     --batch-size 16 --json checkpoints/results/smollm2-kb2-specialist.json
@@ -125,12 +132,52 @@ fi
 if has replicate; then
   # the fixed recipe (specialist, generator, static, evaluation) replayed once, unchanged, on a fresh knowledge base
   # (kb@3) nobody looked at during development; runs/ keeps it out of the shipped checkpoints
-  python -m tflow.train --model $MODEL --task kb@3 --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
-    --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out runs/kb3/specialist
+  kb_specialist kb@3 runs/kb3/specialist
   kb_recipe kb@3 runs/kb3/specialist runs/kb3/generator runs/kb3/static
   python -m tflow.evaluate --model $MODEL --task kb@3 --generator runs/kb3/generator --static-adapter runs/kb3/static \
     --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
     --json checkpoints/results/smollm2-kb3-replication.json
   python -m tflow.evaluate --model runs/kb3/specialist --task kb@3 --modes single --limit 300 --seed 0 --batch-size 16 \
     --json checkpoints/results/smollm2-kb3-specialist.json
+fi
+
+# kb-words (issue 19, second knowledge base): friend / country / colour, every value one token of SmolLM2's vocabulary
+# (tflow/kb.py says why: kb@2's numbers' second digits were not in the states a prefill-only sender reads). kb-words@4
+# is the development base; kb-words@5 the replication's, looked at by nobody before `words-replicate` runs.
+if has words-specialist; then
+  kb_specialist kb-words@4 checkpoints/specialists/smollm2-kbw4
+  python scripts/kb_probe.py --model checkpoints/specialists/smollm2-kbw4 --task kb-words@4 --condition prompt \
+    --layers 20,25,28,30 --json checkpoints/specialists/smollm2-kbw4/probe-prompt.json
+fi
+
+if has words; then
+  kb_recipe kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4 checkpoints/static/smollm2-kbw4
+fi
+
+# kb_evaluate TASK SPECIALIST GENERATOR STATIC NAME: group B's 300 questions in every mode (the senders run on the
+# specialist the generator records) with shuffled conditions; the specialist answering alone (its ceiling); TFlow on A
+kb_evaluate() {
+  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --static-adapter "$4" \
+    --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
+    --json "checkpoints/results/$5.json"
+  python -m tflow.evaluate --model "$2" --task "$1" --modes single --limit 300 --seed 0 --batch-size 16 \
+    --json "checkpoints/results/$5-specialist.json"
+  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --modes tflow --split train --limit 300 --seed 0 \
+    --batch-size 8 --json "checkpoints/results/$5-train.json"
+}
+
+if has words-evaluate; then
+  kb_evaluate kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4 \
+    checkpoints/static/smollm2-kbw4 smollm2-kbw4
+fi
+
+if has words-bench; then
+  python -m tflow.bench --model $MODEL --workload tasks --tasks kb-words@4 --message-cap 256 --queries 5 --warmup 1 \
+    --json docs/bench-cpu-smollm2-kbw4.json
+fi
+
+if has words-replicate; then
+  kb_specialist kb-words@5 runs/kbw5/specialist
+  kb_recipe kb-words@5 runs/kbw5/specialist runs/kbw5/generator runs/kbw5/static
+  kb_evaluate kb-words@5 runs/kbw5/specialist runs/kbw5/generator runs/kbw5/static smollm2-kbw5-replication
 fi

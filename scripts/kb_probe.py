@@ -57,7 +57,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="checkpoints/tiny-qwen3-kb", help="the specialist: a backbone or a PEFT adapter directory")
-    p.add_argument("--task", default="kb", help="its knowledge base: kb or kb@N")
+    p.add_argument("--task", default="kb", help="its knowledge base: kb, kb@N or kb-words@N")
     p.add_argument("--every", type=int, default=1, help="probe every Nth layer (and the last)")
     p.add_argument("--layers", default=None, help="a comma list of layers to probe instead of --every")
     p.add_argument("--condition", choices=("question", "prompt"), default="question",
@@ -75,7 +75,7 @@ def main() -> None:
     for pool in ("last", "mean"):
         for layer in layers:
             right, parts = 0, {}
-            for attr in kb.ATTRIBUTES:
+            for attr in kb.SCHEMAS[tasks.kb_world(a.task)[0]]:
                 pick = {n: [i for i, e in enumerate(rows) if kb.attribute_of(e.question) == attr.name] for n, rows in split.items()}
                 by_part = probe_parts(*(arg for n in ("train", "test") for arg in (
                     feats[n][pool][pick[n], layer].numpy(), [split[n][i].answer for i in pick[n]])))

@@ -176,6 +176,37 @@ def real_model() -> list[str]:
     return out
 
 
+def _pcts(path: Path) -> dict[str, str]:
+    return {m: f"{100 * v['accuracy']:.1f}%" for m, v in json.loads(path.read_text())["results"].items()} if path.is_file() else {}
+
+
+def kb_words() -> list[str]:
+    """issue 19's second knowledge base (kb-words@4, one-token values) and its single-shot replication (kb-words@5)."""
+    res = CKPT / "results"
+    r, alone, on_a = (_pcts(res / f"smollm2-kbw4{s}.json") for s in ("", "-specialist", "-train"))
+    if not r:
+        return []
+    by = json.loads((res / "smollm2-kbw4.json").read_text())["results"]["tflow"].get("by_attribute", {})
+    out = [
+        "- smollm2-kbw4 (issue 19, second knowledge base): kb-words@4, 400 invented people each with a best friend, a "
+        "country and a favourite colour, 12 values each, every value one SmolLM2 token, dealt out evenly in group A and in "
+        "group B (a constant answer scores at most 9 of 100); a new specialist (the same adapter recipe), generator and "
+        "static LoRA (the kb@2 recipe unchanged; `bash scripts/build_real.sh words-specialist words words-evaluate`). "
+        f"Group B, 300 questions: TFlow {r.get('tflow', '-')} (" + ", ".join(f"{k} {100 * v['accuracy']:.0f}%" for k, v in by.items())
+        + f"), Single {r.get('single', '-')}, static LoRA on A {r.get('static', '-')}, shuffled conditions "
+        f"{r.get('tflow_shuffled', '-')}, TextMAS {r.get('textmas', '-')}, the specialist alone "
+        f"{alone.get('single', '-')}; TFlow on group A {on_a.get('tflow', '-')}. A kb-words answer is right when it names "
+        "the reference and no other value of its set (an instruct receiver answers in a sentence); kb@2 scored a word by "
+        "the answer's last word, which marked TextMAS's \"Finn is Neva's friend.\" wrong."]
+    rep, rep_alone = _pcts(res / "smollm2-kbw5-replication.json"), _pcts(res / "smollm2-kbw5-specialist.json")
+    if rep:
+        out.append(f"- smollm2-kbw5-replication: the kb-words recipe replayed once, unchanged, on kb-words@5 (`bash "
+                   f"scripts/build_real.sh words-replicate`): TFlow {rep.get('tflow', '-')}, Single {rep.get('single', '-')}, "
+                   f"static {rep.get('static', '-')}, shuffled {rep.get('tflow_shuffled', '-')}, TextMAS "
+                   f"{rep.get('textmas', '-')}, the specialist alone {rep_alone.get('single', '-')}.")
+    return out
+
+
 def main() -> None:
     out = ["# Embedded results", "",
            "Produced by `bash scripts/build_embedded.sh` (the evaluate step) and `bash scripts/build_real.sh`; every table below is "
@@ -210,7 +241,7 @@ def main() -> None:
             "each run, but stages 3 and 4 were added after seeing the previous stage's B accuracy and errors, so "
             "the 88.7% is not a single-shot held-out estimate (no separate validation people were set aside).",
             *replication(),
-            *real_model(), ""]
+            *real_model(), *kb_words(), ""]
     out += provenance()
     (CKPT / "RESULTS.md").write_text("\n".join(out) + "\n")
 

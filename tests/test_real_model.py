@@ -181,6 +181,16 @@ def test_a_few_training_steps_on_the_real_receiver_move_the_generator(smollm2):
 SPECIALIST = ROOT / "checkpoints" / "specialists" / "smollm2-kb2"
 
 
+def test_every_kb_words_value_is_one_token_of_the_real_model_at_the_answer_start_and_after_a_space(smollm2):
+    from tflow import kb
+
+    tok = smollm2.tokenizer
+    for attr in kb.WORD_ATTRIBUTES:
+        for value in attr.values:
+            assert len(tok.encode(value, add_special_tokens=False)) == 1, value
+            assert len(tok.encode(" " + value, add_special_tokens=False)) == 1, value
+
+
 def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_not(smollm2):
     from tflow.agents import GenerationSettings, generate
 

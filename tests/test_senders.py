@@ -1,6 +1,8 @@
 """Senders on their own backbone: another hidden size, depth and tokenizer than the receiver's."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -149,3 +151,12 @@ def test_a_generator_runs_by_default_on_the_specialist_it_records():
     pipe = Pipeline.from_pretrained("checkpoints/tiny-qwen3", generator="checkpoints/generators/kb", device="cpu")
     assert pipe.sender_backbone is not pipe.backbone
     assert pipe.sender_backbone.name == pipe.generator.sender.name == "checkpoints/tiny-qwen3-kb"
+
+
+def test_a_recorded_specialist_path_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    from tflow.generators.checkpoint import recorded_sender
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)  # the recorded "checkpoints/tiny-qwen3-kb" is relative to the repository root
+    found = recorded_sender(root / "checkpoints" / "generators" / "kb")
+    assert found is not None and found.name == str(root / "checkpoints" / "tiny-qwen3-kb")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 
 import pytest
 
@@ -196,7 +197,7 @@ def test_kb_splits_by_person_and_both_groups_share_the_value_sets():
 
 def test_kb_at_n_is_a_fresh_knowledge_base_of_the_same_sizes_and_kb_is_unchanged():
     shipped, fresh = tasks.examples("kb", "test", None), tasks.examples("kb@1", "test", None)
-    assert tasks.kb_world("kb") == 0 and tasks.kb_world("kb@1") == 1 and tasks.kb_world("relay") is None
+    assert tasks.kb_world("kb") == ("kb", 0) and tasks.kb_world("kb@1") == ("kb", 1) and tasks.kb_world("relay") is None
     assert [e.question for e in shipped] == [e.question for e in tasks.examples("kb@0", "test", None)]
     assert shipped[0].task == "kb" and fresh[0].task == "kb@1"
     assert len(fresh) == len(shipped) == 300 and len(tasks.examples("kb@1", "train", None)) == 900
@@ -204,6 +205,34 @@ def test_kb_at_n_is_a_fresh_knowledge_base_of_the_same_sizes_and_kb_is_unchanged
     assert not {e.question for e in fresh} & {e.question for e in tasks.examples("kb@1", "train", None)}
     with pytest.raises(ValueError, match="kb@N"):
         tasks.examples("kb@one", "test", 3)
+
+
+def test_kb_words_deals_every_value_evenly_within_each_group_and_asks_its_own_questions():
+    facts = kb.facts(4, "kb-words")
+    people = {held: {f.who for f in facts if f.held_out == held} for held in (False, True)}
+    assert not people[False] & people[True] and len(people[True]) == kb.HELD_OUT_ENTITIES
+    values = {v for a in kb.WORD_ATTRIBUTES for v in a.values}
+    assert not (people[False] | people[True]) & values  # no invented person is called like an answer
+    for attr in kb.WORD_ATTRIBUTES:
+        for held, size in ((False, kb.ENTITIES - kb.HELD_OUT_ENTITIES), (True, kb.HELD_OUT_ENTITIES)):
+            counts = Counter(f.value for f in facts if f.attribute == attr and f.held_out == held)
+            assert set(counts) == set(attr.values) and max(counts.values()) - min(counts.values()) <= 1
+            assert max(counts.values()) <= -(-size // len(attr.values)) and sum(counts.values()) == size
+    test = tasks.examples("kb-words@4", "test", None)
+    assert len(test) == 300 and tasks.kb_world("kb-words@4") == ("kb-words", 4) and tasks.is_specialist("kb-words@4")
+    assert {kb.attribute_of(e.question) for e in test} == {"friend", "country", "colour"}
+    assert [e.answer for e in test] != [e.answer for e in tasks.examples("kb-words@5", "test", None)]
+    with pytest.raises(ValueError, match="kb-words@N"):
+        tasks.examples("kb-words@x", "test", 3)
+
+
+def test_a_kb_words_answer_is_right_when_it_names_the_reference_and_no_other_value_of_its_set():
+    q = "Who is Shofen's best friend?"
+    assert kb.closed_set(q) == kb.WORD_FRIENDS and kb.closed_set("Who is Neva's friend?") is None
+    assert tasks.is_correct("Jack is Shofen's best friend.", "Jack", q) and tasks.is_correct("jack", "Jack", q)
+    assert not tasks.is_correct("Jack or Mary?", "Jack", q) and not tasks.is_correct("Jacky", "Jack", q)
+    assert tasks.is_correct("It is Japan, I think.", "Japan", "Which country is Vekel from?")
+    assert not tasks.is_correct("Bob is Neva's friend.", "Bob", "Who is Neva's friend?")  # kb's rule is unchanged: the last word
 
 
 def test_split_glued_sequences_give_the_second_sender_the_answer_last_character_first(qwen3):

@@ -41,7 +41,7 @@ def trained_for(task: str, model: str, static: bool = False, root: Path | None =
 
 def tasks_for(model: str, root: Path | None = None) -> list[str]:
     """The tasks the generators under `root` were trained on for the receiver `model`: the built-in ones in their
-    usual order, then any other (a fresh knowledge base kb@N, a JSONL file) by name."""
+    usual order, then any other (a fresh knowledge base kb@N or kb-words@N, a JSONL file) by name."""
     folder = (root or source_checkpoints()) / "generators"
     want = known_as(model)
     recorded = {rec[1] for d in (folder.iterdir() if folder.is_dir() else ()) if (rec := _recorded(d, False)) and rec[1]

@@ -72,7 +72,7 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
         rows: list[tuple[RunResult, str]] = []
         for i in tqdm(range(0, len(examples), batch_size), desc=name, mininterval=5):
             rows += variant(pipe, examples[i : i + batch_size])
-        correct = [tasks.is_correct(r.answer, ref) for r, ref in rows]
+        correct = [tasks.is_correct(r.answer, ref, r.question) for r, ref in rows]
         seconds = [r.timings["total"] for r, _ in rows]
         results[name] = {
             "accuracy": sum(correct) / len(rows),
@@ -127,7 +127,7 @@ def format_table(task: str, results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, help="note (a real model's) | relay | split | arith | kb (needs --sender-model) | kb@N (a fresh knowledge base, seed N) | jsonl:PATH")
+    p.add_argument("--task", required=True, help="note (a real model's) | relay | split | arith | kb (needs --sender-model) | kb@N (a fresh knowledge base, seed N) | kb-words@N (one with one-token values) | jsonl:PATH")
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
     p.add_argument("--limit", type=int, default=None, help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
     p.add_argument("--seed", type=int, default=0, help="which test queries are drawn (built-in tasks) and their order")

@@ -168,15 +168,16 @@ def _arith(rng: random.Random) -> Example:
                    {"Strategist": " ".join(plan), "Knowledge Extractor": " ".join(steps)}, " ".join(plan))
 
 
-def kb_world(task: str) -> int | None:
-    """The knowledge base a kb task name asks for: "kb" -> 0 (the shipped one), "kb@N" -> N (a fresh
-    base of invented people, for replicating the experiment on facts nobody developed on); else None."""
+def kb_world(task: str) -> tuple[str, int] | None:
+    """The knowledge base a kb task name asks for, as (schema, seed): "kb" -> ("kb", 0) (the shipped one),
+    "kb@N" -> ("kb", N) (a fresh base of invented people, for replicating the experiment on facts nobody
+    developed on), "kb-words@N" -> ("kb-words", N) (one-token values, for a real LLM); else None."""
     name, at, seed = task.partition("@")
-    if name != "kb":
+    if name not in kb.SCHEMAS:
         return None
     if at and not seed.isdigit():
-        raise ValueError(f"task {task!r}: a knowledge base is kb or kb@N with N a non-negative integer")
-    return int(seed) if at else 0
+        raise ValueError(f"task {task!r}: a knowledge base is {name} or {name}@N with N a non-negative integer")
+    return name, int(seed) if at else 0
 
 
 def is_specialist(task: str) -> bool:
@@ -190,8 +191,8 @@ def _kb_example(task: str, fact: kb.Fact) -> Example:
 
 def _kb(task: str, split: str | None, seed: int) -> list[Example]:
     """The kb questions of group A ("train"), group B ("test") or both (None), shuffled by seed."""
-    world = kb_world(task)
-    rows = [_kb_example(task, f) for f in kb.facts(world) if split is None or f.held_out == (split == "test")]
+    schema, seed_of_world = kb_world(task)
+    rows = [_kb_example(task, f) for f in kb.facts(seed_of_world, schema) if split is None or f.held_out == (split == "test")]
     random.Random(f"kb/{split}/{seed}").shuffle(rows)
     return rows
 
@@ -240,7 +241,7 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             raise ValueError(f"task {task!r} has {len(rows)} {split} questions, fewer than {n}")
         return rows if n is None else rows[:n]
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, kb-words@N or jsonl:PATH")
     if n is None:
         raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
@@ -270,7 +271,7 @@ def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bo
             raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N or jsonl:PATH")
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, kb-words@N or jsonl:PATH")
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
@@ -355,10 +356,14 @@ def _mentions(prediction: str, value: str) -> bool:
     return re.search(rf"(?<![\w:]){re.escape(value.strip())}(?![\w:])", prediction, re.IGNORECASE) is not None
 
 
-def is_correct(prediction: str, reference: str) -> bool:
-    """Numbers: the final number of each. A word reference (a kb friend): the prediction's last word.
-    A note-split's `418 and 7:45`: each value mentioned. Anything else (a note's `7:45`, `C17`):
-    the reference as a whole token of the prediction."""
+def is_correct(prediction: str, reference: str, question: str = "") -> bool:
+    """A kb-words question (its answer one of a closed set): the reference is the only value of that set the
+    prediction names (an instruct receiver says "Jack is Shofen's best friend."). Numbers: the final number of
+    each. Another word reference (a kb friend): the prediction's last word. A note-split's `418 and 7:45`: each
+    value mentioned. Anything else (a note's `7:45`, `C17`): the reference as a whole token of the prediction."""
+    values = kb.closed_set(question)
+    if values is not None and reference in values:
+        return {v for v in values if _mentions(prediction, v)} == {reference}
     pair = reference.split(f" {notes.PAIR_JOIN} ")
     if len(pair) > 1:
         return all(_mentions(prediction, v) for v in pair)

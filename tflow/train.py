@@ -85,7 +85,7 @@ class TrainConfig:
     generator: GeneratorConfig | ReleaseConfig = field(default_factory=GeneratorConfig)  # the arch's; rank and alpha also shape --static
 
     HELP = {  # not annotated: a class attribute, not a field
-        "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N or jsonl:PATH",
+        "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N, kb-words@N or jsonl:PATH",
         "model": "the frozen receiver: tiny, smollm2-135m-instruct (fetched once), a GGUF file, a directory or a hub name",
         "sender_model": "the senders' backbone (default: the receiver's); a PEFT adapter directory on the receiver's base shares its weights",
         "out": "output directory (default: checkpoints/generators/<task> or checkpoints/static/<task>)",
@@ -120,7 +120,7 @@ class TrainConfig:
         if self.warmup < 0 or self.layers < 0 or not self.lr > 0:
             raise ValueError("--warmup and --layers must be >= 0 and --lr positive")
         if self.knows and not (self.static and tasks.is_specialist(self.task)):
-            raise ValueError("--knows trains a specialist adapter: it needs --static and a kb task (kb or kb@N)")
+            raise ValueError("--knows trains a specialist adapter: it needs --static and a kb task (kb, kb@N or kb-words@N)")
         if self.shape and self.static:
             raise ValueError("--shape measures generator training; --static needs real weights (--model)")
         weights = ADAPTER_WEIGHTS if self.static else WEIGHTS_NAME
@@ -236,7 +236,7 @@ class _Objective:
             self.pipe.clear_cache()
             answers = [r.answer for r in results]
         self.module.train()
-        return sum(tasks.is_correct(a, e.answer) for a, e in zip(answers, dev)) / len(dev)
+        return sum(tasks.is_correct(a, e.answer, e.question) for a, e in zip(answers, dev)) / len(dev)
 
     def save(self, out_dir: Path, meta: dict) -> None:
         if self.cfg.static:

@@ -28,12 +28,23 @@ def build_generator(arch: str, config, spec: TargetSpec, backbone_name: str = ""
     return ARCHES[arch](config, spec, backbone_name, meta, sender)
 
 
+def _located(name: str, directory: Path) -> str:
+    """A sender recorded as a relative path is relative to where training ran (the repository root): from another
+    working directory it is the first folder above the generator's that holds it; else the name as recorded."""
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        return name
+    return next((str(up / path) for up in directory.resolve().parents if (up / path).is_dir()), name)
+
+
 def recorded_sender(directory: str | Path) -> SenderShape | None:
     """The senders' backbone a generator checkpoint records, when it is not its receiver (else None)."""
     try:
         bb = json.loads((Path(directory) / CONFIG_NAME).read_text())["backbone"]
         sc = bb.get("sender")
-        return None if not sc or sc["name"] == bb.get("name") else SenderShape(str(sc["name"]), int(sc["hidden_size"]), int(sc["num_layers"]))
+        if not sc or sc["name"] == bb.get("name"):
+            return None
+        return SenderShape(_located(str(sc["name"]), Path(directory)), int(sc["hidden_size"]), int(sc["num_layers"]))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{directory}: unreadable generator config ({e})") from e
 

@@ -275,7 +275,7 @@ def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
 
 
 def fresh_kb_examples(trained_tasks: Iterable[str]) -> list[dict]:
-    """Examples of the fresh knowledge bases (kb@N) that loaded generators were trained on: group B's questions,
+    """Examples of the fresh knowledge bases (kb@N, kb-words@N) that loaded generators were trained on: group B's questions,
     drawn at start (a kb@N is fixed by N, so they are the same every time)."""
     return _example_rows(sorted(t for t in trained_tasks if tasks.is_specialist(t)))
 
