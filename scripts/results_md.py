@@ -198,6 +198,14 @@ def kb_words() -> list[str]:
         f"{alone.get('single', '-')}; TFlow on group A {on_a.get('tflow', '-')}. A kb-words answer is right when it names "
         "the reference and no other value of its set (an instruct receiver answers in a sentence); kb@2 scored a word by "
         "the answer's last word, which marked TextMAS's \"Finn is Neva's friend.\" wrong."]
+    probe = CKPT / "specialists" / "smollm2-kbw4" / "probe-prompt.json"
+    if probe.is_file():
+        p = json.loads(probe.read_text())
+        layer = max(p["accuracy"], key=p["accuracy"].get)
+        out.append(f"- smollm2-kbw4's probe, run before the generator trained (`probe-prompt.json`): a linear probe fit on group "
+                   f"A reads {100 * p['accuracy'][layer]:.0f}% of group B's answers from {layer.replace('/', ' token, ').replace('layer', 'layer ')} ("
+                   + ", ".join(f"{k} {100 * v[0]:.0f}%" for k, v in p["by_part"][layer].items())
+                   + "): TFlow reads about as much as a linear read-out of the same states; the 80% target is missed by 2 points.")
     rep, rep_alone = _pcts(res / "smollm2-kbw5-replication.json"), _pcts(res / "smollm2-kbw5-specialist.json")
     if rep:
         out.append(f"- smollm2-kbw5-replication: the kb-words recipe replayed once, unchanged, on kb-words@5 (`bash "

@@ -74,17 +74,17 @@ def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(real
 def test_a_real_kb_example_runs_its_senders_on_the_real_specialist(real_session: Session, tmp_path: Path) -> None:
     page = real_session.page
     open_tab(page, "Ask")
-    ex = tasks.examples("kb@2", "test", 4, 0)[0]  # the Studio's first kb@2 example: group B, never trained on
+    ex = tasks.examples("kb-words@4", "test", 4, 0)[0]  # the Studio's first kb-words@4 example: group B, never trained on
     page.locator("#examples tbody tr", has_text=ex.question).first.click()
     page.wait_for_function("q => document.querySelector('#question textarea').value === q", arg=ex.question)
     header = page.locator("#studio-header").inner_text()
-    assert "smollm2-kb2" in header and header.count("hidden 576") == 2, header  # receiver and specialist senders
+    assert "smollm2-kbw4" in header and header.count("hidden 576") == 2, header  # receiver and specialist senders
     real_session.run()
     page.get_by_text("Senders' messages").click()
-    page.wait_for_function("() => (document.querySelector('#textmas-messages')?.innerText || '').includes('smollm2-kb2')")
+    page.wait_for_function("() => (document.querySelector('#textmas-messages')?.innerText || '').includes('smollm2-kbw4')")
     shoot(page, tmp_path, "real-6-kb-compare")
     assert page.locator("#answer-tflow textarea").input_value().strip()
     open_tab(page, "Activations")
-    wait_for_figure(page, "hidden-plot", "smollm2-kb2")
+    wait_for_figure(page, "hidden-plot", "smollm2-kbw4")
     shoot(page, tmp_path, "real-7-kb-activations")
     assert_no_error_toast(page)

@@ -178,7 +178,15 @@ def test_a_few_training_steps_on_the_real_receiver_move_the_generator(smollm2):
     assert all(not p.requires_grad for p in smollm2.model.parameters())
 
 
-SPECIALIST = ROOT / "checkpoints" / "specialists" / "smollm2-kb2"
+# the shipped kb pairs: task -> specialist adapter, and the least the specialist (of 24) and TFlow (of 16) get right on
+# group B's first questions (seed 3); all 300: kb@2 specialist 97.3%, TFlow 56.3% (checkpoints/results/smollm2-kb2*.json),
+# kb-words@4 specialist 97.7%, TFlow 78.0% (smollm2-kbw4*.json)
+KB_PAIRS = {"kb@2": ("smollm2-kb2", 20, 5), "kb-words@4": ("smollm2-kbw4", 20, 10)}
+
+
+def _specialist(task: str, receiver: Backbone) -> Backbone:
+    # the adapter on the receiver's own weights
+    return load_backbone(str(ROOT / "checkpoints" / "specialists" / KB_PAIRS[task][0]), device="cpu", share_with=receiver)
 
 
 def test_every_kb_words_value_is_one_token_of_the_real_model_at_the_answer_start_and_after_a_space(smollm2):
@@ -191,34 +199,36 @@ def test_every_kb_words_value_is_one_token_of_the_real_model_at_the_answer_start
             assert len(tok.encode(" " + value, add_special_tokens=False)) == 1, value
 
 
-def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_not(smollm2):
+@pytest.mark.parametrize("task", KB_PAIRS)
+def test_the_shipped_specialist_knows_held_out_people_that_the_base_model_does_not(smollm2, task):
     from tflow.agents import GenerationSettings, generate
 
-    special = load_backbone(str(SPECIALIST), device="cpu", share_with=smollm2)  # the adapter on the receiver's own weights
-    exs = tasks.examples("kb@2", "test", 24, seed=3)  # group B: what no generator may train on
+    special = _specialist(task, smollm2)
+    exs = tasks.examples(task, "test", 24, seed=3)  # group B: what no generator may train on
 
     def right(backbone: Backbone) -> int:
         prompts = [build_prompt(backbone, Roles().receiver, e.question).input_ids for e in exs]
         answers = [g.text for g in generate(backbone, prompts, 8, GenerationSettings())]
-        return sum(tasks.is_correct(a, e.answer) for a, e in zip(answers, exs))
+        return sum(tasks.is_correct(a, e.answer, e.question) for a, e in zip(answers, exs))
 
-    assert right(smollm2) <= 3  # chance: one friend in ten (0.7% of all 300 group-B questions)
-    assert right(special) >= 20  # 97.3% of all 300 (checkpoints/results/smollm2-kb2-specialist.json)
+    assert right(smollm2) <= 3  # chance: about one value in ten (0.7% / 0.3% of all 300 group-B questions)
+    assert right(special) >= KB_PAIRS[task][1]
 
 
-def test_the_shipped_kb_generator_carries_what_only_the_specialist_knows_into_the_base_receiver(smollm2):
-    found = catalog.trained_for("kb@2", NAME)
-    assert found is not None, "no shipped kb@2 generator for SmolLM2 (scripts/build_real.sh kb builds it)"
-    special = load_backbone(str(SPECIALIST), device="cpu", share_with=smollm2)
+@pytest.mark.parametrize("task", KB_PAIRS)
+def test_the_shipped_kb_generator_carries_what_only_the_specialist_knows_into_the_base_receiver(smollm2, task):
+    found = catalog.trained_for(task, NAME)
+    assert found is not None, f"no shipped {task} generator for SmolLM2 (scripts/build_real.sh builds it)"
+    special = _specialist(task, smollm2)
     gen = load_generator(found, infer_targets(smollm2.model), smollm2.name, sender_shape(special)).eval()
     pipe = Pipeline(smollm2, gen, sender_backbone=special)
-    exs = tasks.examples("kb@2", "test", 16, seed=3)  # group B: people the generator never trained on
+    exs = tasks.examples(task, "test", 16, seed=3)  # group B: people the generator never trained on
     qs, ctxs = [e.question for e in exs], [list(e.contexts) for e in exs]
     out = pipe.run_batch(qs, "tflow", ctxs, max_new_tokens=8)
-    right = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(out, exs))
+    right = sum(tasks.is_correct(r.answer, e.answer, e.question) for r, e in zip(out, exs))
     assert all(r.receiver_prompt_tokens == len(build_prompt(smollm2, Roles().receiver, q).input_ids) for r, q in zip(out, qs))
     # each query's receiver perturbed by the next query's senders: the knowledge is per query, not in the generator
     shuffled = pipe.run_batch(qs, "tflow", ctxs, sender_questions=qs[1:] + qs[:1], max_new_tokens=8)
-    wrong = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(shuffled, exs))
-    # 56.3% of all 300 group-B questions, shuffled 1.7% (checkpoints/results/smollm2-kb2.json)
-    assert right >= 5 and wrong <= 3, (right, wrong, [r.answer for r in out])
+    wrong = sum(tasks.is_correct(r.answer, e.answer, e.question) for r, e in zip(shuffled, exs))
+    # shuffled conditions on all 300: 1.7% on both
+    assert right >= KB_PAIRS[task][2] and wrong <= 3, (right, wrong, [r.answer for r in out])
