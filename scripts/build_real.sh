@@ -102,6 +102,18 @@ kb_recipe() {
     --eval-every 100 --eval-size 32 --out "$4"
 }
 
+# kb_evaluate TASK SPECIALIST GENERATOR STATIC NAME: group B's 300 questions in every mode (the senders run on the
+# specialist the generator records) with shuffled conditions; the specialist answering alone (its ceiling); TFlow on A
+kb_evaluate() {
+  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --static-adapter "$4" \
+    --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
+    --json "checkpoints/results/$5.json"
+  python -m tflow.evaluate --model "$2" --task "$1" --modes single --limit 300 --seed 0 --batch-size 16 \
+    --json "checkpoints/results/$5-specialist.json"
+  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --modes tflow --split train --limit 300 --seed 0 \
+    --batch-size 8 --json "checkpoints/results/$5-train.json"
+}
+
 if has kb; then
   kb_recipe kb@2 checkpoints/specialists/smollm2-kb2 checkpoints/generators/smollm2-kb2 checkpoints/static/smollm2-kb2
 fi
@@ -134,11 +146,7 @@ if has replicate; then
   # (kb@3) nobody looked at during development; runs/ keeps it out of the shipped checkpoints
   kb_specialist kb@3 runs/kb3/specialist
   kb_recipe kb@3 runs/kb3/specialist runs/kb3/generator runs/kb3/static
-  python -m tflow.evaluate --model $MODEL --task kb@3 --generator runs/kb3/generator --static-adapter runs/kb3/static \
-    --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
-    --json checkpoints/results/smollm2-kb3-replication.json
-  python -m tflow.evaluate --model runs/kb3/specialist --task kb@3 --modes single --limit 300 --seed 0 --batch-size 16 \
-    --json checkpoints/results/smollm2-kb3-specialist.json
+  kb_evaluate kb@3 runs/kb3/specialist runs/kb3/generator runs/kb3/static smollm2-kb3-replication
 fi
 
 # kb-words (issue 19, second knowledge base): friend / country / colour, every value one token of SmolLM2's vocabulary
@@ -153,18 +161,6 @@ fi
 if has words; then
   kb_recipe kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4 checkpoints/static/smollm2-kbw4
 fi
-
-# kb_evaluate TASK SPECIALIST GENERATOR STATIC NAME: group B's 300 questions in every mode (the senders run on the
-# specialist the generator records) with shuffled conditions; the specialist answering alone (its ceiling); TFlow on A
-kb_evaluate() {
-  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --static-adapter "$4" \
-    --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
-    --json "checkpoints/results/$5.json"
-  python -m tflow.evaluate --model "$2" --task "$1" --modes single --limit 300 --seed 0 --batch-size 16 \
-    --json "checkpoints/results/$5-specialist.json"
-  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --modes tflow --split train --limit 300 --seed 0 \
-    --batch-size 8 --json "checkpoints/results/$5-train.json"
-}
 
 if has words-evaluate; then
   kb_evaluate kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4 \

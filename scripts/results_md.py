@@ -89,15 +89,16 @@ def architectures() -> list[str]:
     return lines
 
 
+def _pcts(path: Path) -> dict[str, str]:
+    return {m: f"{100 * v['accuracy']:.1f}%" for m, v in json.loads(path.read_text())["results"].items()} if path.is_file() else {}
+
+
 def replication() -> list[str]:
     """The kb recipe replayed once, unchanged, on a fresh knowledge base (build_embedded.sh's replicate step)."""
     path = CKPT / "results" / "kb1-replication.json"
     if not path.is_file():
         return []
-    r = json.loads(path.read_text())["results"]
-    pct = {m: f"{100 * v['accuracy']:.1f}%" for m, v in r.items()}
-    alone = CKPT / "results" / "kb1-specialist.json"
-    ceiling = f"{100 * json.loads(alone.read_text())['results']['single']['accuracy']:.1f}%" if alone.is_file() else "-"
+    pct, ceiling = _pcts(path), _pcts(CKPT / "results" / "kb1-specialist.json").get("single", "-")
     return [f"- kb1-replication: the shipped recipe (the four specialist stages, the generator's and the static LoRA's "
             f"commands, unchanged) replayed once on kb@1, a fresh knowledge base (other invented people and values, same "
             f"sizes) that no development run ever looked at: TFlow {pct.get('tflow', '-')} on its group B, Single "
@@ -113,8 +114,7 @@ def real_model() -> list[str]:
         return []
 
     def pct(*suffixes: str) -> dict[str, str]:
-        return {m: f"{100 * v['accuracy']:.1f}%" for s in suffixes if reports[s].is_file()
-                for m, v in json.loads(reports[s].read_text())["results"].items()}
+        return {m: v for s in suffixes for m, v in _pcts(reports[s]).items()}
 
     note, split = pct("", "-static"), pct("-split")
     out = ["- smollm2-note: the real pretrained LLM SmolLM2-135M-Instruct (`--model smollm2-135m-instruct`) as senders and "
@@ -176,10 +176,6 @@ def real_model() -> list[str]:
     return out
 
 
-def _pcts(path: Path) -> dict[str, str]:
-    return {m: f"{100 * v['accuracy']:.1f}%" for m, v in json.loads(path.read_text())["results"].items()} if path.is_file() else {}
-
-
 def kb_words() -> list[str]:
     """issue 19's second knowledge base (kb-words@4, one-token values) and its single-shot replication (kb-words@5)."""
     res = CKPT / "results"
@@ -206,7 +202,7 @@ def kb_words() -> list[str]:
                    f"A reads {100 * p['accuracy'][layer]:.0f}% of group B's answers from {layer.replace('/', ' token, ').replace('layer', 'layer ')} ("
                    + ", ".join(f"{k} {100 * v[0]:.0f}%" for k, v in p["by_part"][layer].items())
                    + "): TFlow reads about as much as a linear read-out of the same states; the 80% target is missed by 2 points.")
-    rep, rep_alone = _pcts(res / "smollm2-kbw5-replication.json"), _pcts(res / "smollm2-kbw5-specialist.json")
+    rep, rep_alone = (_pcts(res / f"smollm2-kbw5-replication{s}.json") for s in ("", "-specialist"))
     if rep:
         out.append(f"- smollm2-kbw5-replication: the kb-words recipe replayed once, unchanged, on kb-words@5 (`bash "
                    f"scripts/build_real.sh words-replicate`): TFlow {rep.get('tflow', '-')}, Single {rep.get('single', '-')}, "

@@ -11,9 +11,10 @@ Two schemas: `kb` (friends are the receiver's own single-token names, ages and l
 two-digit numbers; the embedded world's) and `kb-words` (best friend, country, colour: 12 values
 each, every one a single token of SmolLM2's vocabulary with or without a leading space, dealt
 out evenly within each group; its questions are worded apart from kb's, so that a question
-alone says which closed set its answer comes from: `named_values`). A real LLM writes a number digit by digit, so a sender that only
-reads the question holds a number's first digit but mostly not its second
-(`scripts/kb_probe.py --condition prompt`); a one-token value is decided before it is written.
+alone says which closed set its answer comes from: `closed_set`). A real LLM writes a number
+digit by digit, so a sender that only reads the question holds a number's first digit but
+mostly not its second (`scripts/kb_probe.py --condition prompt`); a one-token value is decided
+before it is written.
 """
 from __future__ import annotations
 

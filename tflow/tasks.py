@@ -204,6 +204,10 @@ REAL_MODEL_TASKS = ("note", "note-split")  # in natural language, for a real ins
 SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoints/tiny-qwen3-kb)
 
 
+def _unknown(task: str) -> ValueError:
+    return ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, kb-words@N or jsonl:PATH")
+
+
 def is_held_out(ex: Example) -> bool:
     """Relay fact values ending in 7 are reserved for the test split; a note says which split it was drawn from."""
     if ex.task in REAL_MODEL_TASKS:
@@ -241,7 +245,7 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             raise ValueError(f"task {task!r} has {len(rows)} {split} questions, fewer than {n}")
         return rows if n is None else rows[:n]
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, kb-words@N or jsonl:PATH")
+        raise _unknown(task)
     if n is None:
         raise ValueError(f"task {task!r} is generated: give the number of examples")
     rng, make, want_test = random.Random(f"{task}/{split}/{seed}"), _BUILTIN[task], split == "test"
@@ -271,7 +275,7 @@ def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bo
             raise ValueError(f"{task[len('jsonl:'):]}: no training rows")
         return lambda: rng.choice(pool)
     if task not in _BUILTIN:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, kb-words@N or jsonl:PATH")
+        raise _unknown(task)
     rng, make = random.Random(f"{task}/stream/{seed}"), _BUILTIN[task]
 
     def draw() -> Example:
