@@ -176,20 +176,24 @@ def real_model() -> list[str]:
     return out
 
 
+def _by_attribute(path: Path) -> str:
+    """TFlow's accuracy per attribute in an evaluate report, e.g. "friend 84%, country 65%, colour 85%"."""
+    by = json.loads(path.read_text())["results"]["tflow"].get("by_attribute", {})
+    return ", ".join(f"{k} {100 * v['accuracy']:.0f}%" for k, v in by.items())
+
+
 def kb_words() -> list[str]:
     """issue 19's second knowledge base (kb-words@4, one-token values) and its single-shot replication (kb-words@5)."""
     res = CKPT / "results"
     r, alone, on_a = (_pcts(res / f"smollm2-kbw4{s}.json") for s in ("", "-specialist", "-train"))
     if not r:
         return []
-    by = json.loads((res / "smollm2-kbw4.json").read_text())["results"]["tflow"].get("by_attribute", {})
     out = [
         "- smollm2-kbw4 (issue 19, second knowledge base): kb-words@4, 400 invented people each with a best friend, a "
         "country and a favourite colour, 12 values each, every value one SmolLM2 token, dealt out evenly in group A and in "
         "group B (a constant answer scores at most 9 of 100); a new specialist (the same adapter recipe), generator and "
         "static LoRA (the kb@2 recipe unchanged; `bash scripts/build_real.sh words-specialist words words-evaluate`). "
-        f"Group B, 300 questions: TFlow {r.get('tflow', '-')} (" + ", ".join(f"{k} {100 * v['accuracy']:.0f}%" for k, v in by.items())
-        + f"), Single {r.get('single', '-')}, static LoRA on A {r.get('static', '-')}, shuffled conditions "
+        f"Group B, 300 questions: TFlow {r.get('tflow', '-')} ({_by_attribute(res / 'smollm2-kbw4.json')}), Single {r.get('single', '-')}, static LoRA on A {r.get('static', '-')}, shuffled conditions "
         f"{r.get('tflow_shuffled', '-')}, TextMAS {r.get('textmas', '-')}, the specialist alone "
         f"{alone.get('single', '-')}; TFlow on group A {on_a.get('tflow', '-')}. A kb-words answer is right when it names "
         "the reference and no other value of its set (an instruct receiver answers in a sentence); kb@2 scored a word by "
@@ -202,12 +206,13 @@ def kb_words() -> list[str]:
                    f"A reads {100 * p['accuracy'][layer]:.0f}% of group B's answers from {layer.replace('/', ' token, ').replace('layer', 'layer ')} ("
                    + ", ".join(f"{k} {100 * v[0]:.0f}%" for k, v in p["by_part"][layer].items())
                    + "): TFlow reads about as much as a linear read-out of the same states; the 80% target is missed by 2 points.")
-    rep, rep_alone = (_pcts(res / f"smollm2-kbw5-replication{s}.json") for s in ("", "-specialist"))
+    rep, rep_alone, rep_a = (_pcts(res / f"smollm2-kbw5-replication{s}.json") for s in ("", "-specialist", "-train"))
     if rep:
         out.append(f"- smollm2-kbw5-replication: the kb-words recipe replayed once, unchanged, on kb-words@5 (`bash "
-                   f"scripts/build_real.sh words-replicate`): TFlow {rep.get('tflow', '-')}, Single {rep.get('single', '-')}, "
-                   f"static {rep.get('static', '-')}, shuffled {rep.get('tflow_shuffled', '-')}, TextMAS "
-                   f"{rep.get('textmas', '-')}, the specialist alone {rep_alone.get('single', '-')}.")
+                   f"scripts/build_real.sh words-replicate`): TFlow {rep.get('tflow', '-')} ({_by_attribute(res / 'smollm2-kbw5-replication.json')}), "
+                   f"Single {rep.get('single', '-')}, static {rep.get('static', '-')}, shuffled {rep.get('tflow_shuffled', '-')}, "
+                   f"TextMAS {rep.get('textmas', '-')}, the specialist alone {rep_alone.get('single', '-')}; TFlow on group A "
+                   f"{rep_a.get('tflow', '-')}.")
     return out
 
 
