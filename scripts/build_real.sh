@@ -176,7 +176,7 @@ if has words-replicate; then
   kb_specialist kb-words@5 runs/kbw5/specialist
   kb_recipe kb-words@5 runs/kbw5/specialist runs/kbw5/generator runs/kbw5/static
   kb_evaluate kb-words@5 runs/kbw5/specialist runs/kbw5/generator runs/kbw5/static smollm2-kbw5-replication
-  # the development base's probe, run here after the table (a diagnostic: nothing above depends on it)
+  # words-specialist's probe, here run after the table (a diagnostic: nothing above depends on it)
   python scripts/kb_probe.py --model runs/kbw5/specialist --task kb-words@5 --condition prompt \
     --layers 20,25,28,30 --json runs/kbw5/specialist/probe-prompt.json
 fi
