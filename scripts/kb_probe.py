@@ -10,6 +10,8 @@ on group B's (people it never saw): a question counts when every character of it
 a generator: if the states do not carry the answer, no generator can read it out of them. `--condition prompt` probes
 the states a `--condition prompt` generator reads, whose last token is the chat template's answer header (where the
 specialist answers from), and reports each answer character's accuracy per attribute beside the whole answer's.
+For kb-words (one-token values) it also reads the last layer's last-token state through the specialist's own output
+head, fitted on nothing: the value of the question's closed set with the highest logit (`head` in the report).
 """
 from __future__ import annotations
 
@@ -53,6 +55,20 @@ def probe(x_train, answers_train: list[str], x_test, answers_test: list[str]) ->
     return [all(ok) for ok in zip(*probe_parts(x_train, answers_train, x_test, answers_test))]
 
 
+def head_readout(backbone, states: torch.Tensor, questions: list[str], answers: list[str]) -> dict[str, float]:
+    """Per attribute: how often the specialist's own output head, applied to the final (normed) state, ranks the
+    right value first among its closed set (each value one token, as the specialist writes it after the header)."""
+    head = backbone.model.get_output_embeddings()
+    with torch.no_grad():
+        logits = head(states.to(head.weight.dtype)).float()
+    right: dict[str, list[bool]] = {}
+    for row, q, a in zip(logits, questions, answers):
+        values = kb.closed_set(q)
+        ids = [backbone.tokenizer.encode(v, add_special_tokens=False)[0] for v in values]
+        right.setdefault(kb.attribute_of(q), []).append(values[int(row[ids].argmax())] == a)
+    return {k: sum(v) / len(v) for k, v in right.items()}
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,6 +102,13 @@ def main() -> None:
             detail = "; ".join(f"{k} " + "/".join(f"{100 * x:.0f}" for x in v) for k, v in parts.items())
             print(f"{pool} token{'s' if pool == 'mean' else ''}, layer {layer}: probe accuracy on B {100 * right / len(split['test']):.1f}%"
                   f" (per answer character, %: {detail})")
+    if tasks.kb_world(a.task)[0] == "kb-words":
+        rows = split["test"]
+        head = head_readout(backbone, feats["test"]["last"][:, backbone.num_layers],
+                            [e.question for e in rows], [e.answer for e in rows])
+        report["head"] = head
+        print(f"the specialist's own head, last token, layer {backbone.num_layers} (no fit): on B "
+              f"{100 * sum(head.values()) / len(head):.1f}% (" + ", ".join(f"{k} {100 * v:.0f}%" for k, v in head.items()) + ")")
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
 
