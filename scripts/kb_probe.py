@@ -61,11 +61,11 @@ def head_readout(backbone, states: torch.Tensor, questions: list[str], answers: 
     head = backbone.model.get_output_embeddings()
     with torch.no_grad():
         logits = head(states.to(head.weight.dtype)).float()
+    token = {v: backbone.tokenizer.encode(v, add_special_tokens=False)[0] for attr in kb.WORD_ATTRIBUTES for v in attr.values}
     right: dict[str, list[bool]] = {}
     for row, q, a in zip(logits, questions, answers):
         values = kb.closed_set(q)
-        ids = [backbone.tokenizer.encode(v, add_special_tokens=False)[0] for v in values]
-        right.setdefault(kb.attribute_of(q), []).append(values[int(row[ids].argmax())] == a)
+        right.setdefault(kb.attribute_of(q), []).append(values[int(row[[token[v] for v in values]].argmax())] == a)
     return {k: sum(v) / len(v) for k, v in right.items()}
 
 

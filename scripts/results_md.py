@@ -207,8 +207,9 @@ def kb_words() -> list[str]:
                    f"A reads {100 * p['accuracy'][layer]:.0f}% of group B's answers from {layer.replace('/', ' token, ').replace('layer', 'layer ')} ("
                    + ", ".join(f"{k} {100 * v[0]:.0f}%" for k, v in p["by_part"][layer].items())
                    + "): TFlow reads about as much as a linear read-out of the same states; the 80% target is missed by 2 points."
-                   + (f" The specialist's own output head (read out by the probe since, after the tables), fitted on nothing, reads {100 * sum(p['head'].values()) / len(p['head']):.1f}% "
-                      "from the last layer's state." if "head" in p else ""))
+                   + (" The specialist's own output head (read out by the probe since, after the tables), fitted on "
+                      f"nothing, reads {100 * sum(p['head'].values()) / len(p['head']):.1f}% from the last layer's state."
+                      if "head" in p else ""))
     rep, rep_alone, rep_a = (_pcts(res / f"smollm2-kbw5-replication{s}.json") for s in ("", "-specialist", "-train"))
     if rep:
         out.append(f"- smollm2-kbw5-replication: the kb-words recipe replayed once, unchanged, on kb-words@5 (`bash "
