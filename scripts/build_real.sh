@@ -25,62 +25,62 @@ if has generator; then
   # it the generator learned a lookup of the names, cities and colours it trained on (0 of 33 held-out ones
   # right) and, with 169 names / 124 cities / 39 colours, hardly learned at all (dev 6% at step 300; with: 78%).
   # The optimizer state stays beside it (git ignores it) so that --resume --steps N can continue the run.
-  python -m tflow.train --model $MODEL --task note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 \
+  python -m tflow.tools.train --model $MODEL --task note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 \
     "${GENERATOR[@]}" --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-note
 fi
 
 if has split; then
   # note-split: two senders, one note each; fine-tuned from the note generator (a mixture trained from
   # scratch without the copy path learned nothing in 300 steps)
-  python -m tflow.train --model $MODEL --task note-split --init checkpoints/generators/smollm2-note --batch-size 8 \
+  python -m tflow.tools.train --model $MODEL --task note-split --init checkpoints/generators/smollm2-note --batch-size 8 \
     --steps 640 --lr 5e-4 --warmup 20 "${GENERATOR[@]}" --eval-every 80 --eval-size 32 \
     --out checkpoints/generators/smollm2-note-split
 fi
 
 if has static; then
   # the ablation: one query-independent PEFT LoRA, same rank, targets and data as the generator
-  python -m tflow.train --model $MODEL --task note --static --batch-size 8 --steps 300 --lr 1e-3 --warmup 30 \
+  python -m tflow.tools.train --model $MODEL --task note --static --batch-size 8 --steps 300 --lr 1e-3 --warmup 30 \
     --eval-every 100 --eval-size 32 --out checkpoints/static/smollm2-note
 fi
 
 if has evaluate; then
   # 24 minutes on 2 cores (TextMAS's messages: 12 of them); then the static LoRA on the same queries
-  python -m tflow.evaluate --model $MODEL --task note --modes single,textmas,tflow --limit 200 --seed 0 \
+  python -m tflow.tools.evaluate --model $MODEL --task note --modes single,textmas,tflow --limit 200 --seed 0 \
     --shuffle-conditions --swap-facts --batch-size 8 --json checkpoints/results/smollm2-note.json
-  python -m tflow.evaluate --model $MODEL --task note --modes static --limit 200 --seed 0 --batch-size 8 \
+  python -m tflow.tools.evaluate --model $MODEL --task note --modes static --limit 200 --seed 0 --batch-size 8 \
     --json checkpoints/results/smollm2-note-static.json
 fi
 
 if has evaluate; then
   # note-split: TextMAS writes two messages per query (~22 minutes in all)
-  python -m tflow.evaluate --model $MODEL --task note-split --modes single,textmas,tflow --limit 200 --seed 0 \
+  python -m tflow.tools.evaluate --model $MODEL --task note-split --modes single,textmas,tflow --limit 200 --seed 0 \
     --shuffle-conditions --sender-ablation --batch-size 8 --json checkpoints/results/smollm2-note-split.json
 fi
 
 if has bench; then
   # TextMAS's senders write until they stop (at most 256 tokens): the paper's measurement with real message lengths
-  python -m tflow.bench --model $MODEL --workload tasks --message-cap 256 --queries 5 --warmup 1 \
-    --json docs/bench-cpu-smollm2.json
+  python -m tflow.tools.bench --model $MODEL --workload tasks --message-cap 256 --queries 5 --warmup 1 \
+    --json docs/runs/bench-cpu-smollm2.json
 fi
 
 # kb_specialist TASK OUT: SmolLM2 + a PEFT LoRA that learns every fact of the knowledge base TASK (both groups); its
 # dev set is group B (what it must know and no generator may see). 3.1 s/step at batch 16 on 2 cores.
 kb_specialist() {
-  python -m tflow.train --model $MODEL --task "$1" --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
+  python -m tflow.tools.train --model $MODEL --task "$1" --static --knows --rank 8 --alpha 16 --batch-size 16 --steps 1000 \
     --lr 3e-3 --warmup 30 --eval-every 200 --eval-size 64 --out "$2"
 }
 
 if has specialist; then
-  # kb on a real model (issue 19): the specialist is SmolLM2 + a PEFT LoRA that learned every fact of a fresh invented
+  # kb on a real model: the specialist is SmolLM2 + a PEFT LoRA that learned every fact of a fresh invented
   # knowledge base (kb@2: 400 people x friend / age / lucky number; group B = the last 100 people, 300 questions) in
   # its weights; only the adapter ships, the base is the fetched model. Kept as an adapter (not merged) so that it
   # runs beside the receiver on the receiver's own weight tensors (tflow/sources/adapter.py): no second copy of the
   # base. 3.1 s/step at batch 16 on 2 cores; its dev set is group B (what it must know and no generator may see).
   kb_specialist kb@2 checkpoints/specialists/smollm2-kb2
   # its ceiling and the base model on group B's 300 questions; then a linear probe of its senders' question states
-  python -m tflow.evaluate --model checkpoints/specialists/smollm2-kb2 --task kb@2 --modes single --limit 300 --seed 0 \
+  python -m tflow.tools.evaluate --model checkpoints/specialists/smollm2-kb2 --task kb@2 --modes single --limit 300 --seed 0 \
     --batch-size 16 --json checkpoints/results/smollm2-kb2-specialist.json
-  python -m tflow.evaluate --model $MODEL --task kb@2 --modes single --limit 300 --seed 0 --batch-size 16 \
+  python -m tflow.tools.evaluate --model $MODEL --task kb@2 --modes single --limit 300 --seed 0 --batch-size 16 \
     --json checkpoints/results/smollm2-kb2-single.json
   python scripts/kb_probe.py --model checkpoints/specialists/smollm2-kb2 --task kb@2 --every 3 \
     --json checkpoints/specialists/smollm2-kb2/probe.json
@@ -95,22 +95,22 @@ kb_recipe() {
   # --condition prompt: it reads the senders' states up to the chat template's answer header, where the specialist
   # has the answer in mind. Reading the message only (ending at the question's "?") reached dev 97% on group A but
   # 59.4% on 96 of group B's questions (a linear probe of the "?" state at the last layer: 61%).
-  python -m tflow.train --model $MODEL --task "$1" --sender-model "$2" --init checkpoints/generators/smollm2-note \
+  python -m tflow.tools.train --model $MODEL --task "$1" --sender-model "$2" --init checkpoints/generators/smollm2-note \
     --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 "${GENERATOR[@]}" --condition prompt --eval-every 100 \
     --eval-size 32 --out "$3"
-  python -m tflow.train --model $MODEL --task "$1" --static --batch-size 8 --steps 300 --lr 1e-3 --warmup 30 \
+  python -m tflow.tools.train --model $MODEL --task "$1" --static --batch-size 8 --steps 300 --lr 1e-3 --warmup 30 \
     --eval-every 100 --eval-size 32 --out "$4"
 }
 
 # kb_evaluate TASK SPECIALIST GENERATOR STATIC NAME: group B's 300 questions in every mode (the senders run on the
 # specialist the generator records) with shuffled conditions; the specialist answering alone (its ceiling); TFlow on A
 kb_evaluate() {
-  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --static-adapter "$4" \
+  python -m tflow.tools.evaluate --model $MODEL --task "$1" --generator "$3" --static-adapter "$4" \
     --modes single,textmas,tflow,static --limit 300 --seed 0 --shuffle-conditions --batch-size 8 \
     --json "checkpoints/results/$5.json"
-  python -m tflow.evaluate --model "$2" --task "$1" --modes single --limit 300 --seed 0 --batch-size 16 \
+  python -m tflow.tools.evaluate --model "$2" --task "$1" --modes single --limit 300 --seed 0 --batch-size 16 \
     --json "checkpoints/results/$5-specialist.json"
-  python -m tflow.evaluate --model $MODEL --task "$1" --generator "$3" --modes tflow --split train --limit 300 --seed 0 \
+  python -m tflow.tools.evaluate --model $MODEL --task "$1" --generator "$3" --modes tflow --split train --limit 300 --seed 0 \
     --batch-size 8 --json "checkpoints/results/$5-train.json"
 }
 
@@ -120,16 +120,16 @@ fi
 
 if has kb-evaluate; then
   # group B's 300 questions (the senders run on the specialist the generator records); then TFlow on group A
-  python -m tflow.evaluate --model $MODEL --task kb@2 --modes single,textmas,tflow,static --limit 300 --seed 0 \
+  python -m tflow.tools.evaluate --model $MODEL --task kb@2 --modes single,textmas,tflow,static --limit 300 --seed 0 \
     --shuffle-conditions --batch-size 8 --json checkpoints/results/smollm2-kb2.json
-  python -m tflow.evaluate --model $MODEL --task kb@2 --modes tflow --split train --limit 300 --seed 0 --batch-size 8 \
+  python -m tflow.tools.evaluate --model $MODEL --task kb@2 --modes tflow --split train --limit 300 --seed 0 --batch-size 8 \
     --json checkpoints/results/smollm2-kb2-train.json
 fi
 
 if has kb-diagnose; then
   # which facts travel: TFlow on group B per attribute, and a probe of each answer character in the states a
   # --condition prompt generator reads (the answer header's last token: where the specialist answers from)
-  python -m tflow.evaluate --model $MODEL --task kb@2 --modes tflow --limit 300 --seed 0 --batch-size 8 \
+  python -m tflow.tools.evaluate --model $MODEL --task kb@2 --modes tflow --limit 300 --seed 0 --batch-size 8 \
     --json checkpoints/results/smollm2-kb2-by-attribute.json
   python scripts/kb_probe.py --model checkpoints/specialists/smollm2-kb2 --task kb@2 --condition prompt --layers 20,25,28,30 \
     --json checkpoints/specialists/smollm2-kb2/probe-prompt.json
@@ -137,8 +137,8 @@ fi
 
 if has kb-bench; then
   # the sender pass (the specialist's prefill) + generator per query beside TextMAS's messages, on this pair
-  python -m tflow.bench --model $MODEL --workload tasks --tasks kb@2 --message-cap 256 --queries 5 --warmup 1 \
-    --json docs/bench-cpu-smollm2-kb2.json
+  python -m tflow.tools.bench --model $MODEL --workload tasks --tasks kb@2 --message-cap 256 --queries 5 --warmup 1 \
+    --json docs/runs/bench-cpu-smollm2-kb2.json
 fi
 
 if has replicate; then
@@ -149,7 +149,7 @@ if has replicate; then
   kb_evaluate kb@3 runs/kb3/specialist runs/kb3/generator runs/kb3/static smollm2-kb3-replication
 fi
 
-# kb-words (issue 19, second knowledge base): friend / country / colour, every value one token of SmolLM2's vocabulary
+# kb-words (the second knowledge base): friend / country / colour, every value one token of SmolLM2's vocabulary
 # (tflow/kb.py says why: kb@2's numbers' second digits were not in the states a prefill-only sender reads). kb-words@4
 # is the development base; kb-words@5 the replication's, looked at by nobody before `words-replicate` runs.
 if has words-specialist; then
@@ -168,8 +168,8 @@ if has words-evaluate; then
 fi
 
 if has words-bench; then
-  python -m tflow.bench --model $MODEL --workload tasks --tasks kb-words@4 --message-cap 256 --queries 5 --warmup 1 \
-    --json docs/bench-cpu-smollm2-kbw4.json
+  python -m tflow.tools.bench --model $MODEL --workload tasks --tasks kb-words@4 --message-cap 256 --queries 5 --warmup 1 \
+    --json docs/runs/bench-cpu-smollm2-kbw4.json
 fi
 
 if has words-replicate; then

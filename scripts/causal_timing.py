@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from tflow.agents import load_backbone  # noqa: E402
-from tflow.causal import Probe  # noqa: E402
+from tflow.diagnostics.causal import Probe  # noqa: E402
 from tflow.generators import load_generator  # noqa: E402
 from tflow.lora import infer_targets  # noqa: E402
-from tflow.modes import Pipeline  # noqa: E402
+from tflow.pipeline import Pipeline  # noqa: E402
 
 PROBES = ("ablation", "sweep", "token_kl", "senders")
 
@@ -45,7 +45,9 @@ def main() -> None:
     examples = json.loads((ROOT / "tflow" / "studio" / "assets" / "examples.json").read_text())
     pipes = {task: Pipeline(backbone, load_generator(Path(a.checkpoints, "generators", task), spec, a.model).eval())
              for task in dict.fromkeys(e["task"] for e in examples)}
-    warm = pipes[examples[0]["task"]].run(examples[0]["question"], "tflow", sender_context=examples[0]["contexts"], max_new_tokens=32)
+    warm = pipes[examples[0]["task"]].run(
+        examples[0]["question"], "tflow", sender_context=examples[0]["contexts"], max_new_tokens=32
+    )
     for name in PROBES:
         getattr(Probe.of_result(backbone, warm), name)()
     seconds: dict[str, list[float]] = {name: [] for name in PROBES}

@@ -39,17 +39,17 @@ print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', 
       '| peft', peft.__version__, '| accelerate', accelerate.__version__, '| safetensors', safetensors.__version__, '| tokenizers', tokenizers.__version__)
 print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA DEVICE')
 "
-step pytest-gpu 75 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
+step pytest-gpu 75 python3 -m pytest -q -m gpu tests/method/test_gpu.py -p no:cacheprovider
 for ckpt in "" "--gradient-checkpointing"; do
-  step "train qwen3-0.6b bf16 ${ckpt:-no checkpointing}" 45 python3 -m tflow.train --shape qwen3-0.6b --device cuda --task relay \
+  step "train qwen3-0.6b bf16 ${ckpt:-no checkpointing}" 45 python3 -m tflow.tools.train --shape qwen3-0.6b --device cuda --task relay \
     --steps 20 --batch-size 8 --eval-every 1000 --eval-size 16 --d-model 512 --n-heads 4 --chunk-size 512 --out /tmp/tflow-train $ckpt
 done
 # The cost per shape and message length, one process per shape (a first query in a process paid a
 # one-off ~25 s on an H200 in both shapes; the warm-up query takes it). Each JSON is rewritten after
 # every block. Measured there: 0.6B ~18 s per counted query at M = 256 (the whole step 95 s, its first
 # query 53 s); 4B ~25 s (the whole step 70 s).
-step "bench qwen3-0.6b M=256" 160 python3 -m tflow.bench --workload shape --shape qwen3-0.6b --device cuda --dtype bf16 \
+step "bench qwen3-0.6b M=256" 160 python3 -m tflow.tools.bench --workload shape --shape qwen3-0.6b --device cuda --dtype bf16 \
   -M 256 --queries 2 --warmup 1 --json "$OUT_DIR/bench-qwen3-0.6b.json"
-step "bench qwen3-4b M=256" 160 python3 -m tflow.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16 \
+step "bench qwen3-4b M=256" 160 python3 -m tflow.tools.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16 \
   -M 256 --queries 2 --warmup 1 --json "$OUT_DIR/bench-qwen3-4b.json"
 echo "gpu check done: $OUT_DIR" | tee -a "$LOG"

@@ -3,7 +3,7 @@
 Relay fact values ending in 7 never occur in training, so the test's held-out values test
 generalisation, and the train-split dev set cannot see it. The validation set here is 150
 held-out-value questions from other seeds that are not among the 300 test queries that
-`python -m tflow.evaluate --task relay --seed 0` scores.
+`python -m tflow.tools.evaluate --task relay --seed 0` scores.
 
     python scripts/relay_validation.py runs/gen-relay-350 runs/gen-relay-500 checkpoints/generators/relay
 """
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tflow import tasks  # noqa: E402
-from tflow.modes import Pipeline  # noqa: E402
+from tflow.pipeline import Pipeline  # noqa: E402
 
 
 def validation_set(size: int = 150, test_limit: int = 300) -> list[tasks.Example]:
@@ -40,7 +40,9 @@ def main() -> None:
     val = validation_set()
     for gen in a.generators:
         pipe = Pipeline.from_pretrained(a.model, gen, device="cpu")
-        results = pipe.run_batch([e.question for e in val], "tflow", [e.contexts for e in val], max_new_tokens=tasks.ANSWER_TOKENS)
+        results = pipe.run_batch(
+            [e.question for e in val], "tflow", [e.contexts for e in val], max_new_tokens=tasks.ANSWER_TOKENS
+        )
         acc = sum(tasks.is_correct(r.answer, e.answer) for r, e in zip(results, val)) / len(val)
         print(f"{gen}: {acc:.1%} of {len(val)} held-out-value validation questions")
 

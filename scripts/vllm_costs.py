@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tflow import tasks  # noqa: E402
 from tflow.agents import build_prompt  # noqa: E402
-from tflow.cli import user_errors  # noqa: E402
 from tflow.engines.vllm import VLLMEngine, _write_adapter  # noqa: E402
-from tflow.modes import Pipeline  # noqa: E402
+from tflow.errors import user_errors  # noqa: E402
 from tflow.peft_io import peft_state  # noqa: E402
+from tflow.pipeline import Pipeline  # noqa: E402
 
 
 @user_errors

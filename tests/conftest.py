@@ -9,10 +9,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+from tflow import GeneratorConfig, ParameterGenerator, infer_targets
 from tflow.agents import Backbone
-from tflow.tokenizer import build_tokenizer
+from tflow.tools.tokenizer import build_tokenizer
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -69,3 +71,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def loud_generator(backbone, seed: int = 0, scale: float = 3.0) -> ParameterGenerator:
+    """A generator whose B head is random, so it produces a clearly non-zero perturbation."""
+    torch.manual_seed(seed)
+    gen = ParameterGenerator(
+        GeneratorConfig(d_model=32, n_heads=2, chunk_size=32, output_scale=scale),
+        infer_targets(backbone.model),
+        backbone.name,
+    )
+    nn.init.normal_(gen.head_b.weight, std=0.5)
+    return gen

@@ -9,5 +9,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # vLLM lives in its own environment (its torch / transformers pins differ from ours): created once, ~2 min, 3.5 GB
 tflow-vllm --setup-only
+ruff check .  # the style gate (configuration in pyproject.toml)
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
 python -m pytest -q "$@"

@@ -13,9 +13,15 @@ import tflow
 from tflow.studio import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = {"tflow-studio": "tflow.studio.cli:main", "tflow-train": "tflow.train:main", "tflow-evaluate": "tflow.evaluate:main",
-           "tflow-bench": "tflow.bench:main", "tflow-pretrain": "tflow.pretrain:main",
-           "tflow-vllm": "tflow.engines.vllm_server:main"}
+SCRIPTS = {
+    "tflow-studio": "tflow.studio.cli:main",
+    "tflow-train": "tflow.tools.train:main",
+    "tflow-evaluate": "tflow.tools.evaluate:main",
+    "tflow-bench": "tflow.tools.bench:main",
+    "tflow-pretrain": "tflow.tools.pretrain:main",
+    "tflow-convert-release": "tflow.tools.convert_release:main",
+    "tflow-vllm": "tflow.engines.vllm_server:main",
+}
 # The Studio's modules, top to bottom: each may import only the ones after it (and the library).
 STUDIO_ORDER = ("cli", "server", "wiring", "page", "causal_section", "api", "render", "worker", "registry")
 
@@ -44,7 +50,10 @@ def test_every_console_script_answers_help(name):
 def test_studio_help_mentions_the_login_and_its_module_loads_nothing_heavy():
     out = subprocess.run([script("tflow-studio"), "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "--auth USER:PASSWORD" in out.stdout and cli.AUTH_ENV in out.stdout
-    probe = "import sys, tflow.studio.cli; print(sorted({'gradio', 'torch', 'transformers', 'huggingface_hub'} & set(sys.modules)))"
+    probe = (
+        "import sys, tflow.studio.cli; "
+        "print(sorted({'gradio', 'torch', 'transformers', 'huggingface_hub'} & set(sys.modules)))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert loaded.stdout.strip() == "[]", "the offline environment must be set before these load"
 
@@ -55,8 +64,9 @@ def test_a_malformed_login_is_one_line_without_the_secret_and_exit_2(value):
         out = subprocess.run([script("tflow-studio"), *args], capture_output=True, text=True, timeout=30,
                              env={"PATH": "/usr/bin:/bin", **env})
         assert out.returncode == 2
-        assert out.stderr.strip().splitlines()[-1] == (f"tflow-studio: error: --auth / {cli.AUTH_ENV} must be USER:PASSWORD "
-                                                       "with a non-empty user and password")
+        assert out.stderr.strip().splitlines()[-1] == (
+            f"tflow-studio: error: --auth / {cli.AUTH_ENV} must be USER:PASSWORD with a non-empty user and password"
+        )
         assert "Zq9" not in out.stderr, "the message repeats what was typed (it may hold the password)"
 
 
@@ -85,7 +95,8 @@ def test_a_public_host_without_login_warns_how_to_add_one(monkeypatch, capsys, a
 
 
 def _imports(path: Path) -> set[str]:
-    """The tflow modules a file imports (relative imports resolved), e.g. {'tflow.studio.worker', 'tflow.viz'}."""
+    """The tflow modules a file imports (relative imports resolved), e.g. {'tflow.studio.worker',
+    'tflow.diagnostics.viz'}."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -107,16 +118,26 @@ def test_module_sizes_and_the_studios_import_direction():
     studio = ROOT / "tflow" / "studio"
     assert {p.stem for p in studio.glob("*.py")} == {*STUDIO_ORDER, "__init__"}
     for i, name in enumerate(STUDIO_ORDER):
-        deps = {d.removeprefix("tflow.studio.") for d in _imports(studio / f"{name}.py") if d.startswith("tflow.studio.")}
-        assert deps <= set(STUDIO_ORDER[i + 1 :]), f"studio/{name}.py imports {sorted(deps - set(STUDIO_ORDER[i + 1:]))} (upward)"
+        deps = {
+            d.removeprefix("tflow.studio.") for d in _imports(studio / f"{name}.py") if d.startswith("tflow.studio.")
+        }
+        assert deps <= set(STUDIO_ORDER[i + 1 :]), (
+            f"studio/{name}.py imports {sorted(deps - set(STUDIO_ORDER[i + 1 :]))} (upward)"
+        )
     for path in (ROOT / "tflow").glob("*.py"):
-        assert not any(d.startswith("tflow.studio") for d in _imports(path)), f"library module {path.name} imports the Studio"
+        assert not any(d.startswith("tflow.studio") for d in _imports(path)), (
+            f"library module {path.name} imports the Studio"
+        )
         assert "gradio" not in path.read_text(), f"library module {path.name} mentions gradio"
 
 
 def test_the_studio_starts_on_the_real_model_and_falls_back_to_the_embedded_world_with_its_specialist():
     args = cli.parse_args([])
-    assert (args.model, args.fallback_model, Path(args.fallback_sender_model).name) == ("smollm2-135m-instruct", "tiny", "tiny-qwen3-kb")
+    assert (args.model, args.fallback_model, Path(args.fallback_sender_model).name) == (
+        "smollm2-135m-instruct",
+        "tiny",
+        "tiny-qwen3-kb",
+    )
     assert args.sender_model is None
     explicit = cli.parse_args(["--model", "smollm2-135m-instruct"])
     assert explicit.fallback_model is None, "a model asked for by name does not fall back silently"
@@ -124,16 +145,25 @@ def test_the_studio_starts_on_the_real_model_and_falls_back_to_the_embedded_worl
 
 def test_the_embedded_backbone_brings_its_specialist_unless_told_otherwise():
     assert Path(cli.parse_args(["--model", "tiny"]).sender_model).name == "tiny-qwen3-kb"
-    assert Path(cli.parse_args(["--model", str(ROOT / "checkpoints" / "tiny-qwen3")]).sender_model).name == "tiny-qwen3-kb"
+    assert (
+        Path(cli.parse_args(["--model", str(ROOT / "checkpoints" / "tiny-qwen3")]).sender_model).name == "tiny-qwen3-kb"
+    )
     none = cli.parse_args(["--model", "tiny", "--sender-model", "none"])
-    assert none.sender_model is None and not none.load_specialists and cli.parse_args(["--model", "tiny"]).load_specialists
+    assert (
+        none.sender_model is None and not none.load_specialists and cli.parse_args(["--model", "tiny"]).load_specialists
+    )
     assert cli.parse_args(["--model", "some/other-model"]).sender_model is None
     assert cli.parse_args(["--model", "a", "--sender-model", "b"]).sender_model == "b"
 
 
 def test_a_sender_model_that_cannot_load_is_one_line_and_exit_2():
-    out = subprocess.run([script("tflow-studio"), "--model", "tiny", "--sender-model", "/no/such/specialist", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = subprocess.run(
+        [script("tflow-studio"), "--model", "tiny", "--sender-model", "/no/such/specialist", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     last = out.stderr.strip().splitlines()[-1]
@@ -165,8 +195,17 @@ def _parsers_of(module: str) -> list:
     return seen
 
 
-@pytest.mark.parametrize("module", ["tflow.train", "tflow.evaluate", "tflow.bench", "tflow.pretrain", "tflow.convert_release",
-                                    "tflow.studio.cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "tflow.tools.train",
+        "tflow.tools.evaluate",
+        "tflow.tools.bench",
+        "tflow.tools.pretrain",
+        "tflow.tools.convert_release",
+        "tflow.studio.cli",
+    ],
+)
 def test_every_flag_of_every_command_has_a_help_string(module):
     parsers = _parsers_of(module)
     assert parsers, f"{module}.main built no parser"

@@ -13,10 +13,12 @@ import importlib
 
 _EXPORTS = {
     "agents": ("Agent", "Backbone", "GenerationSettings", "Roles", "load_backbone"),
+    "checkpoints": ("SenderShape",),
     "generators": ("Generator", "GeneratorConfig", "GeneratorMismatchError", "ParameterGenerator", "ReleaseConfig",
-                   "ReleaseGenerator", "SenderShape", "load_generator"),
+                   "ReleaseGenerator", "load_generator"),
     "lora": ("Perturbation", "TargetSpec", "apply", "infer_targets"),
-    "modes": ("MODES", "Pipeline", "RunResult", "Usage"),
+    "pipeline": ("MODES", "Pipeline"),
+    "results": ("RunResult", "Usage"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -13,6 +13,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from transformers import (
@@ -28,15 +29,13 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from . import sources
-from .cli import first_line
+from . import lora, sources
+from .errors import first_line
 from .prefix import PrefixCache
+from .sources.adapter import attach, base_of
 
-_DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
-}
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,9 @@ class Agent:
 
 # The paper's three roles; the embedded backbone is pretrained with exactly these prompts.
 STRATEGIST = Agent("Strategist", "You are the Strategist. Say how to approach the problem.")
-KNOWLEDGE_EXTRACTOR = Agent("Knowledge Extractor", "You are the Knowledge Extractor. State the facts the problem needs.")
+KNOWLEDGE_EXTRACTOR = Agent(
+    "Knowledge Extractor", "You are the Knowledge Extractor. State the facts the problem needs."
+)
 EXECUTOR = Agent("Executor", "You are the Executor. Solve the problem and give the final answer.")
 
 
@@ -123,6 +124,11 @@ class Backbone:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @cached_property
+    def targets(self) -> lora.TargetSpec:
+        """The linears a perturbation targets, inferred from the model once."""
+        return lora.infer_targets(self.model)
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
@@ -158,24 +164,20 @@ class Backbone:
         return 2 * cfg.num_hidden_layers * heads * head_dim * tokens * self.dtype.itemsize
 
 
-def load_backbone(
-    name_or_path: str,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype | None = None,
-    trust_remote_code: bool = False,
-    share_with: Backbone | None = None,
-) -> Backbone:
+def load_backbone(name_or_path: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                  trust_remote_code: bool = False, share_with: Backbone | None = None) -> Backbone:
     """Load any Hugging Face causal LM + tokenizer: a hub name or local directory, a packaged model's
     name (`smollm2-135m-instruct`), a GGUF file, `tiny`, or a PEFT adapter directory on any of those
     (see `tflow.sources`). share_with: a loaded backbone; an adapter on its base then shares its weights."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError("model name or path is empty")
-    base = sources.adapter.base_of(name_or_path)
+    base = base_of(name_or_path)
     if base is not None:
         if share_with is not None and sources.known_as(base) == sources.known_as(share_with.name):
-            return Backbone(sources.adapter.attach(share_with.model, name_or_path, shared_weights=True), share_with.tokenizer, name_or_path)
+            return Backbone(attach(share_with.model, name_or_path, shared_weights=True), share_with.tokenizer,
+                            name_or_path)
         plain = load_backbone(base, device, dtype, trust_remote_code)
-        return Backbone(sources.adapter.attach(plain.model, name_or_path, shared_weights=False), plain.tokenizer, name_or_path)
+        return Backbone(attach(plain.model, name_or_path, shared_weights=False), plain.tokenizer, name_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     src = sources.resolve(name_or_path)
@@ -183,7 +185,11 @@ def load_backbone(
         tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
-        offline = " (HF_HUB_OFFLINE=1: only models already on disk or in the HF cache load)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        offline = (
+            " (HF_HUB_OFFLINE=1: only models already on disk or in the HF cache load)"
+            if os.environ.get("HF_HUB_OFFLINE") == "1"
+            else ""
+        )
         raise ValueError(f"could not load model {name_or_path!r}{offline}: {first_line(e)}") from e
     return Backbone(model=model.to(dev), tokenizer=tokenizer, name=src.name)
 
@@ -230,20 +236,13 @@ def user_content(question: str, context: str | None = None, messages: dict[str, 
     return prefix + question + suffix, len(prefix)
 
 
-def build_prompt(
-    backbone: Backbone,
-    agent: Agent,
-    question: str,
-    context: str | None = None,
-    messages: dict[str, str] | None = None,
-) -> Prompt:
+def build_prompt(backbone: Backbone, agent: Agent, question: str, context: str | None = None,
+                 messages: dict[str, str] | None = None) -> Prompt:
     """Render `agent`'s chat prompt for `question` and locate the question's tokens."""
     tok = backbone.tokenizer
     content, q_offset = user_content(question, context, messages)
     chat = [{"role": "system", "content": agent.system_prompt}, {"role": "user", "content": content}]
-    text = tok.apply_chat_template(
-        chat, tokenize=False, add_generation_prompt=True, **backbone.chat_template_kwargs
-    )
+    text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, **backbone.chat_template_kwargs)
     where = text.rfind(content)
     if where < 0:
         raise ValueError("the chat template rewrote the user message; cannot locate the question")
@@ -256,17 +255,15 @@ def build_prompt(
     return Prompt(list(enc["input_ids"]), (inside[0], inside[-1] + 1), prefix_len)
 
 
-def sender_prompts(
-    backbone: Backbone,
-    senders: Sequence[Agent],
-    questions: Sequence[str],
-    contexts: Sequence[Sequence[str | None]],
-) -> list[Prompt]:
+def sender_prompts(backbone: Backbone, senders: Sequence[Agent], questions: Sequence[str],
+                   contexts: Sequence[Sequence[str | None]]) -> list[Prompt]:
     """Every sender's prompt for every question, query-major: [q0 s0, q0 s1, q1 s0, ...]."""
     return [build_prompt(backbone, a, q, c) for q, ctx in zip(questions, contexts) for a, c in zip(senders, ctx)]
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(
+    rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -277,7 +274,9 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.d
     return ids.to(device), mask.to(device)
 
 
-def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_with_labels(
+    rows: Sequence[tuple[Sequence[int], int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (ids, attention mask, labels) from (token ids, prompt length) pairs;
     labels are -100 on the prompt and padding, so the loss covers only the target."""
     ids, mask = _pad([r for r, _ in rows], pad_id, left=False, device=device)
@@ -288,7 +287,9 @@ def pad_with_labels(rows: Sequence[tuple[Sequence[int], int]], pad_id: int, devi
 
 
 @torch.no_grad()
-def sender_states(backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question") -> tuple[list[torch.Tensor], list[int]]:
+def sender_states(
+    backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question"
+) -> tuple[list[torch.Tensor], list[int]]:
     """One batched prefill of all sender prompts (no LM head, no generation).
 
     Only what the condition's states depend on is run: the role prefix comes from the
@@ -305,13 +306,18 @@ def sender_states(backbone: Backbone, prompts: Sequence[Prompt], condition: str 
     ids, mask = _pad(rows, backbone.tokenizer.pad_token_id, left=False, device=dev)
     kwargs, computed = {}, [False] * len(prompts)
     if cached:
-        cache, prefix_mask, computed = backbone.prefix_cache.batch(decoder, [tuple(p.input_ids[: p.prefix_len]) for p in prompts])
+        cache, prefix_mask, computed = backbone.prefix_cache.batch(
+            decoder, [tuple(p.input_ids[: p.prefix_len]) for p in prompts]
+        )
         positions = torch.tensor(starts, device=dev)[:, None] + torch.arange(ids.shape[1], device=dev)
         kwargs = {"cache": cache, "position_ids": positions}
         mask = torch.cat([prefix_mask, mask], dim=1)
     out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=cached, **kwargs)
     spans = [p.span(condition) for p in prompts]
-    states = [torch.stack([h[i, lo - s : hi - s] for h in out.hidden_states]) for i, (s, (lo, hi)) in enumerate(zip(starts, spans))]
+    states = [
+        torch.stack([h[i, lo - s : hi - s] for h in out.hidden_states])
+        for i, (s, (lo, hi)) in enumerate(zip(starts, spans))
+    ]
     return states, [len(r) + (s if new else 0) for r, s, new in zip(rows, starts, computed)]
 
 
@@ -404,30 +410,19 @@ class _StopWhen(StoppingCriteria):
 
 
 @torch.no_grad()
-def generate(
-    backbone: Backbone,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    settings: GenerationSettings,
-    on_token: Callable[[int, torch.Tensor], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    started: float | None = None,
-) -> list[Generated]:
+def generate(backbone: Backbone, prompts: Sequence[Sequence[int]], max_new_tokens: int, settings: GenerationSettings,
+             on_token: Callable[[int, torch.Tensor], None] | None = None, should_stop: Callable[[], bool] | None = None,
+             started: float | None = None) -> list[Generated]:
     """Batched (left-padded) generation with per-sequence accounting. started: the perf_counter the
     first-token time counts from (a caller's stage that began before, e.g. with a merge)."""
     started = time.perf_counter() if started is None else started
     tok = backbone.tokenizer
     ids, mask = _pad(prompts, tok.pad_token_id, left=True, device=backbone.device)
     eos = backbone.eos_token_ids
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=settings.do_sample,
-        temperature=settings.temperature if settings.do_sample else None,
-        top_p=settings.top_p if settings.do_sample else None,
-        top_k=None,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=None if settings.ignore_eos else eos,
-    )
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=settings.do_sample,
+                              temperature=settings.temperature if settings.do_sample else None,
+                              top_p=settings.top_p if settings.do_sample else None, top_k=None,
+                              pad_token_id=tok.pad_token_id, eos_token_id=None if settings.ignore_eos else eos)
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     deadline = time.monotonic() + settings.timeout_s if settings.timeout_s else None
@@ -439,7 +434,10 @@ def generate(
         streamer=_CallbackStreamer(on_token) if on_token else None,
         stopping_criteria=StoppingCriteriaList([stop]),
         logits_processor=LogitsProcessorList(
-            [_AllowOnly(settings.allowed_tokens, backbone.model.config.vocab_size, backbone.device)] if settings.allowed_tokens else []),
+            [_AllowOnly(settings.allowed_tokens, backbone.model.config.vocab_size, backbone.device)]
+            if settings.allowed_tokens
+            else []
+        ),
     )
     results = []
     for row, prompt in zip(out[:, ids.shape[1]:].tolist(), prompts):
@@ -452,12 +450,6 @@ def generate(
 
 def finished(backbone: Backbone, prompt_tokens: int, ids: list[int], reason: str, first_token_s: float) -> Generated:
     """A sequence's generation (`ids`: its new tokens, with the end token if it ended) and what it cost."""
-    return Generated(
-        text=backbone.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-        token_ids=ids,
-        prompt_tokens=prompt_tokens,
-        generated_tokens=len(ids),
-        stop_reason=reason,
-        kv_cache_bytes=backbone.kv_cache_bytes(prompt_tokens + len(ids)),
-        first_token_s=first_token_s,
-    )
+    return Generated(text=backbone.tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids,
+                     prompt_tokens=prompt_tokens, generated_tokens=len(ids), stop_reason=reason,
+                     kv_cache_bytes=backbone.kv_cache_bytes(prompt_tokens + len(ids)), first_token_s=first_token_s)

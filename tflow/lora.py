@@ -81,7 +81,11 @@ def infer_targets(model: nn.Module) -> TargetSpec:
     """Every 2-D nn.Linear inside each decoder layer (q/k/v/o/gate/up/down for Qwen3, Llama)."""
     path, layers = _decoder_layers(model)
     shapes = [
-        {name: tuple(m.weight.shape) for name, m in layer.named_modules() if isinstance(m, nn.Linear) and m.weight.dim() == 2}
+        {
+            name: tuple(m.weight.shape)
+            for name, m in layer.named_modules()
+            if isinstance(m, nn.Linear) and m.weight.dim() == 2
+        }
         for layer in layers
     ]
     if not shapes[0]:
@@ -123,12 +127,8 @@ class Perturbation:
 
     def sample(self, i: int) -> Perturbation:
         """The perturbation of sample i alone (batch of one)."""
-        return replace(
-            self,
-            A={k: v[i : i + 1] for k, v in self.A.items()},
-            B={k: v[i : i + 1] for k, v in self.B.items()},
-            weights=self.weights[i : i + 1],
-        )
+        return replace(self, A={k: v[i : i + 1] for k, v in self.A.items()},
+                       B={k: v[i : i + 1] for k, v in self.B.items()}, weights=self.weights[i : i + 1])
 
     def only(self, senders: Sequence[int]) -> Perturbation:
         """The same perturbation with every other sender's fusion weight set to zero."""
@@ -140,7 +140,9 @@ class Perturbation:
         """Every layer's (A_cat (batch, layers, S*r, in), B_cat (batch, layers, out, S*r)) of one module,
         with w_i * alpha/r folded into B: a few ops per module name instead of a few per linear."""
         a = self.A[name]  # (b, S, L, r, in)
-        b = self.B[name] * (self.weights[:, :, None, None, None] * self.scaling).to(self.B[name].dtype)  # (b, S, L, out, r)
+        b = self.B[name] * (self.weights[:, :, None, None, None] * self.scaling).to(
+            self.B[name].dtype
+        )  # (b, S, L, out, r)
         bsz, s, n, r, fan_in = a.shape
         return (a.permute(0, 2, 1, 3, 4).reshape(bsz, n, s * r, fan_in),
                 b.permute(0, 2, 3, 1, 4).reshape(bsz, n, b.shape[3], s * r))
@@ -371,7 +373,9 @@ def _probe(model: nn.Module, spec: TargetSpec, rank: int) -> Perturbation:
 
 
 @contextlib.contextmanager
-def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto", steps: int | None = None) -> Iterator[None]:
+def apply(
+    model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto", steps: int | None = None
+) -> Iterator[None]:
     """Apply `perturbation` to `model` for the current thread / task only, for the `with` body.
 
     merge="auto" (`should_merge`) merges dW into per-request weight copies for a single
@@ -380,9 +384,14 @@ def apply(model: nn.Module, perturbation: Perturbation, merge: bool | str = "aut
     low-rank per-sample path is used.
     """
     if merge == "auto":
-        merge = should_merge(model, perturbation) and (steps is None or merge_cost.measure(
-            model, perturbation.spec, perturbation.stacked_rank,
-            lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged)).merge_pays(steps))
+        merge = should_merge(model, perturbation) and (
+            steps is None
+            or merge_cost.measure(
+                model,
+                perturbation.stacked_rank,
+                lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged),
+            ).merge_pays(steps)
+        )
     if _ACTIVE.get() is not None:
         raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
     if merge:

@@ -15,13 +15,9 @@ import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:  # lora imports this module
-    from .lora import TargetSpec
 
 
 @dataclass(frozen=True)
@@ -64,8 +60,7 @@ def _fastest(fn: Callable[[], object], device: torch.device, repeats: int) -> fl
 
 
 @torch.no_grad()
-def measure(model: nn.Module, spec: "TargetSpec", rank: int,
-            applied: Callable[[bool], AbstractContextManager]) -> MergeCosts:
+def measure(model: nn.Module, rank: int, applied: Callable[[bool], AbstractContextManager]) -> MergeCosts:
     """Both costs for perturbations of stacked rank `rank` on `model` (measured once, then cached).
 
     `applied(merge)` applies a perturbation of that rank merged or low rank, as a request does. The

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save, save_file
 
+from .checkpoints import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .lora import OtherBackboneError, Perturbation, TargetSpec
 
 _PREFIX = "base_model.model."
@@ -40,18 +41,9 @@ def peft_state(p: Perturbation, sample: int = 0) -> tuple[dict, dict[str, torch.
             tensors[f"{key}.lora_A.weight"] = a[layer].contiguous()
             tensors[f"{key}.lora_B.weight"] = b[layer].contiguous()
     r_total = p.rank * len(p.senders)
-    config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": r_total,
-        "lora_alpha": r_total,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "use_rslora": False,
-        "target_modules": target_regex(p.spec),
-        "base_model_name_or_path": p.extra.get("backbone_name", ""),
-    }
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r_total, "lora_alpha": r_total, "lora_dropout": 0.0,
+              "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "target_modules": target_regex(p.spec),
+              "base_model_name_or_path": p.extra.get("backbone_name", "")}
     return config, tensors
 
 
@@ -60,8 +52,8 @@ def peft_zip_bytes(p: Perturbation, sample: int = 0) -> bytes:
     config, tensors = peft_state(p, sample)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("adapter_config.json", json.dumps(config, indent=2))
-        zf.writestr("adapter_model.safetensors", save(tensors))
+        zf.writestr(ADAPTER_CONFIG, json.dumps(config, indent=2))
+        zf.writestr(ADAPTER_WEIGHTS, save(tensors))
     return buf.getvalue()
 
 
@@ -82,9 +74,9 @@ def save_raw(p: Perturbation, path: str | Path, sample: int = 0) -> None:
 def load_peft_adapter(directory: str | Path, spec: TargetSpec) -> Perturbation:
     """Read a PEFT LoRA adapter directory as a one-sender perturbation of `spec`'s targets."""
     directory = Path(directory)
-    cfg_path, w_path = directory / "adapter_config.json", directory / "adapter_model.safetensors"
+    cfg_path, w_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
     if not cfg_path.is_file() or not w_path.is_file():
-        raise ValueError(f"{directory} is not a PEFT adapter (needs adapter_config.json and adapter_model.safetensors)")
+        raise ValueError(f"{directory} is not a PEFT adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
     try:
         cfg = json.loads(cfg_path.read_text())
         r, alpha = cfg["r"], cfg["lora_alpha"]

@@ -37,7 +37,9 @@ class PrefixCache(LRUCache[tuple[int, ...], KV]):
         self.put(ids, kv)
         return kv, True
 
-    def batch(self, decoder: nn.Module, prefixes: Sequence[tuple[int, ...]]) -> tuple[DynamicCache, torch.Tensor, list[bool]]:
+    def batch(
+        self, decoder: nn.Module, prefixes: Sequence[tuple[int, ...]]
+    ) -> tuple[DynamicCache, torch.Tensor, list[bool]]:
         """A fresh cache holding every row's (non-empty) prefix, left-padded to the longest,
         its attention mask (batch, longest), and per row whether its prefix was computed now
         (a prefix shared by several rows counts once)."""
@@ -46,7 +48,10 @@ class PrefixCache(LRUCache[tuple[int, ...], KV]):
         first = {p: prefixes.index(p) for p in distinct}
         computed = [distinct[p][1] and first[p] == i for i, p in enumerate(prefixes)]
         layers = [
-            tuple(torch.cat([F.pad(distinct[p][0][layer][j], (0, 0, width - len(p), 0)) for p in prefixes]) for j in (0, 1))
+            tuple(
+                torch.cat([F.pad(distinct[p][0][layer][j], (0, 0, width - len(p), 0)) for p in prefixes])
+                for j in (0, 1)
+            )
             for layer in range(len(next(iter(distinct.values()))[0]))
         ]
         mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=layers[0][0].device)

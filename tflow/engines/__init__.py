@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the command-line tools parse their flags before torch is imported
-    from ..agents import Backbone, GenerationSettings, Generated
+    from ..agents import Backbone, Generated, GenerationSettings
     from ..lora import Perturbation
 
 ENGINES = ("hf", "vllm")
@@ -68,11 +68,20 @@ def make_engine(name: str = "hf", merge: bool | str = "auto", vllm_url: str | No
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """--engine and --vllm-url, the same in every tool."""
-    p.add_argument("--engine", default="hf", choices=ENGINES, help="what generates every agent's text: hf (in process, "
-                   "the default) or vllm (a server started with `tflow-vllm`; the sender pass and generator stay in process)")
+    p.add_argument(
+        "--engine",
+        default="hf",
+        choices=ENGINES,
+        help="what generates every agent's text: hf (in process, "
+        "the default) or vllm (a server started with `tflow-vllm`; the sender pass and generator stay in process)",
+    )
     p.add_argument("--vllm-url", default=None, help="--engine vllm: the server, e.g. http://127.0.0.1:8011")
-    p.add_argument("--vllm-adapter-dir", default=None, help="--engine vllm: where per-request adapters are written for the "
-                   "server to read (default: /dev/shm; a folder the server also sees when it runs on another machine)")
+    p.add_argument(
+        "--vllm-adapter-dir",
+        default=None,
+        help="--engine vllm: where per-request adapters are written for the "
+        "server to read (default: /dev/shm; a folder the server also sees when it runs on another machine)",
+    )
 
 
 def engine_from_args(a: argparse.Namespace, merge: bool | str = "auto") -> Engine:

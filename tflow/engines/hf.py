@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+
 import torch
 
 from .. import lora
@@ -33,4 +34,6 @@ class HFEngine:
         applied = (lora.apply(backbone.model, job.perturbation, self.merge, job.steps) if job.perturbation is not None
                    else contextlib.nullcontext())
         with applied:
-            return generate(backbone, job.prompts, job.max_new_tokens, job.settings, streamer, job.should_stop, started=job.started)
+            return generate(
+                backbone, job.prompts, job.max_new_tokens, job.settings, streamer, job.should_stop, started=job.started
+            )

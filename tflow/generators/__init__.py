@@ -2,15 +2,15 @@
 
 Two architectures behind one interface (`gen(states, mask, senders) -> Perturbation`):
 `grid` (ours, `ParameterGenerator`) and `release` (the paper's, `ReleaseGenerator`, which
-loads the authors' checkpoint after `python -m tflow.convert_release`). `load_generator`
+loads the authors' checkpoint after `tflow-convert-release`). `load_generator`
 reads a checkpoint directory of either kind.
 """
-from .base import Generator, GeneratorMismatchError, LayerAggregator, SenderShape, stack_conditions
-from .checkpoint import ARCHES, build_generator, check_generator, load_generator, recorded_sender
+from .base import Generator, GeneratorMismatchError, LayerAggregator, stack_conditions
+from .checkpoint import ARCHES, build_generator, check_generator, load_generator
 from .grid import GeneratorConfig, ParameterGenerator
 from .release import ReleaseConfig, ReleaseGenerator
 
 __all__ = [
     "ARCHES", "Generator", "GeneratorConfig", "GeneratorMismatchError", "LayerAggregator", "ParameterGenerator",
-    "ReleaseConfig", "ReleaseGenerator", "SenderShape", "build_generator", "check_generator", "load_generator", "recorded_sender", "stack_conditions",
+    "ReleaseConfig", "ReleaseGenerator", "build_generator", "check_generator", "load_generator", "stack_conditions",
 ]

@@ -9,14 +9,14 @@ A generator maps the senders' hidden states to a `Perturbation`:
 Padded condition positions must not change any factor (a query's perturbation does not depend
 on its batch). The senders may run on another backbone than the receiver (`SenderShape`): the
 layer aggregator then spans the sender's L+1 states and the input projection its hidden size,
-while the factors still target the receiver's linears (`spec`). Each architecture registers itself under a name (`arch`); `checkpoint.py` reads
-the JSON's "arch" and builds the right class.
+while the factors still target the receiver's linears (`spec`). Each architecture registers itself under a name
+(`arch`); `checkpoint.py` reads the JSON's "arch" and builds the right class.
 """
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from ..checkpoints import GENERATOR_CONFIG, GENERATOR_WEIGHTS, SenderShape
 from ..lora import OtherBackboneError, Perturbation, TargetSpec
-
-CONFIG_NAME = "generator_config.json"
-WEIGHTS_NAME = "generator.safetensors"
 
 
 class GeneratorMismatchError(ValueError):
@@ -39,26 +37,16 @@ class ReceiverMismatchError(GeneratorMismatchError, OtherBackboneError):
     """A generator checkpoint trained for another receiver backbone."""
 
 
-@dataclass(frozen=True)
-class SenderShape:
-    """The backbone whose hidden states condition the generator (the senders'), by its shape."""
-
-    name: str
-    hidden_size: int
-    num_layers: int
-
-    def describe(self) -> str:
-        return f"{self.name!r} (hidden {self.hidden_size}, {self.num_layers} layers)"
-
-
 CONDITIONS = ("question", "message", "prompt")  # the sender tokens a generator may read (agents.Prompt.span)
 
 # help for the fields every architecture's config has (each config's HELP adds its own)
 SHARED_HELP = {
-    "rank": "LoRA rank r of each sender's factors", "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
+    "rank": "LoRA rank r of each sender's factors",
+    "alpha": "LoRA alpha (the factors' product is scaled by alpha / r)",
     "d_model": "width of the generator's parameter tokens",
-    "condition": "the senders' tokens the generator reads: question (the paper's), message (private context + question) or "
-                 "prompt (the message and the chat template's answer header: where a sender would start to answer)",
+    "condition": "the senders' tokens the generator reads: question (the paper's), "
+    "message (private context + question) "
+    "or prompt (the message and the chat template's answer header: where a sender would start to answer)",
 }
 
 
@@ -70,7 +58,9 @@ def check_config_types(config) -> None:
         if isinstance(v, bool) or not isinstance(v, want):
             raise ValueError(f"generator config: {f.name} must be {f.type}, got {v!r}")
     if getattr(config, "condition", "question") not in CONDITIONS:
-        raise ValueError(f"generator config: condition must be one of {', '.join(CONDITIONS)}, got {config.condition!r}")
+        raise ValueError(
+            f"generator config: condition must be one of {', '.join(CONDITIONS)}, got {config.condition!r}"
+        )
 
 
 def stack_conditions(states: list[torch.Tensor], senders: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,34 +149,23 @@ class Generator(nn.Module, ABC):
                 **{k: self.meta[k] for k in keep if k in self.meta}}
 
     def perturbation(self, A: dict, B: dict, weights: torch.Tensor, senders: tuple[str, ...]) -> Perturbation:
-        return Perturbation(
-            spec=self.spec, A=A, B=B, weights=weights, scaling=self.config.alpha / self.config.rank,
-            senders=tuple(senders), layer_weights=self.aggregator.weights(), extra={"backbone_name": self.backbone_name},
-        )
+        return Perturbation(spec=self.spec, A=A, B=B, weights=weights, scaling=self.config.alpha / self.config.rank,
+                            senders=tuple(senders), layer_weights=self.aggregator.weights(),
+                            extra={"backbone_name": self.backbone_name})
 
     # ----- checkpoints: safetensors + JSON (read back by checkpoint.load_generator) -----
 
     def backbone_card(self) -> dict:
-        return {
-            "name": self.backbone_name,
-            "hidden_size": self.spec.hidden_size,
-            "num_layers": self.spec.num_layers,
-            "layers_path": self.spec.layers_path,
-            "targets": {k: list(v) for k, v in self.spec.modules.items()},
-            "sender": asdict(self.sender),
-        }
+        return {"name": self.backbone_name, "hidden_size": self.spec.hidden_size, "num_layers": self.spec.num_layers,
+                "layers_path": self.spec.layers_path, "targets": {k: list(v) for k, v in self.spec.modules.items()},
+                "sender": asdict(self.sender)}
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        card = {"arch": self.arch, "generator": asdict(self.config), "backbone": self.backbone_card(), "meta": self.meta}
-        (directory / CONFIG_NAME).write_text(json.dumps(card, indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, spec: TargetSpec, backbone_name: str = "") -> Generator:
-        """The generator saved in `directory`, of whichever architecture its JSON names
-        (`tflow.load_generator`); mismatches with the backbone are clear errors."""
-        from .checkpoint import load_generator  # the loader knows every architecture
-
-        return load_generator(directory, spec, backbone_name)
+        card = {"arch": self.arch, "generator": asdict(self.config), "backbone": self.backbone_card(),
+                "meta": self.meta}
+        (directory / GENERATOR_CONFIG).write_text(json.dumps(card, indent=2))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / GENERATOR_WEIGHTS)
+        )

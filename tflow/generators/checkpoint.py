@@ -12,8 +12,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from ..checkpoints import GENERATOR_CONFIG, GENERATOR_WEIGHTS, SenderShape
 from ..lora import TargetSpec
-from .base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorMismatchError, ReceiverMismatchError, SenderShape
+from .base import Generator, GeneratorMismatchError, ReceiverMismatchError
 from .grid import ParameterGenerator
 from .release import ReleaseGenerator
 
@@ -28,36 +29,17 @@ def build_generator(arch: str, config, spec: TargetSpec, backbone_name: str = ""
     return ARCHES[arch](config, spec, backbone_name, meta, sender)
 
 
-def _located(name: str, directory: Path) -> str:
-    """A sender recorded as a relative path is relative to where training ran (the repository root): from another
-    working directory it is the first folder above the generator's that holds it; else the name as recorded."""
-    path = Path(name)
-    if path.is_absolute() or path.exists():
-        return name
-    return next((str(up / path) for up in directory.resolve().parents if (up / path).is_dir()), name)
-
-
-def recorded_sender(directory: str | Path) -> SenderShape | None:
-    """The senders' backbone a generator checkpoint records, when it is not its receiver (else None)."""
-    try:
-        bb = json.loads((Path(directory) / CONFIG_NAME).read_text())["backbone"]
-        sc = bb.get("sender")
-        if not sc or sc["name"] == bb.get("name"):
-            return None
-        return SenderShape(_located(str(sc["name"]), Path(directory)), int(sc["hidden_size"]), int(sc["num_layers"]))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{directory}: unreadable generator config ({e})") from e
-
-
 def check_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "",
                     sender: SenderShape | None = None) -> tuple[str, object, dict, str, SenderShape]:
     """Validate the generator checkpoint in `directory` against the receiver (`spec`) and the senders'
     backbone (`sender`; None: the receiver) from its JSON alone, weights unread. Returns (arch, config,
     meta, receiver name, sender shape) for `load_generator`."""
     directory = Path(directory)
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file() or not (directory / WEIGHTS_NAME).is_file():
-        raise ValueError(f"{directory} is not a generator checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    cfg_path = directory / GENERATOR_CONFIG
+    if not cfg_path.is_file() or not (directory / GENERATOR_WEIGHTS).is_file():
+        raise ValueError(
+            f"{directory} is not a generator checkpoint (needs {GENERATOR_CONFIG} and {GENERATOR_WEIGHTS})"
+        )
     try:
         card = json.loads(cfg_path.read_text())
         arch = card.get("arch", "grid")
@@ -85,15 +67,22 @@ def check_generator(directory: str | Path, spec: TargetSpec, backbone_name: str 
         raise GeneratorMismatchError(
             f"wrong sender: generator in {directory} reads the states of sender backbone {trained_sender.describe()}, "
             f"but the senders run on {sender.describe()}"
-            + (f": pass sender_model={trained_sender.name!r} (--sender-model)" if sender.name == (backbone_name or trained_on) else ""))
+            + (
+                f": pass sender_model={trained_sender.name!r} (--sender-model)"
+                if sender.name == (backbone_name or trained_on)
+                else ""
+            )
+        )
     return arch, config, meta, backbone_name or trained_on, sender
 
 
-def load_generator(directory: str | Path, spec: TargetSpec, backbone_name: str = "", sender: SenderShape | None = None) -> Generator:
+def load_generator(
+    directory: str | Path, spec: TargetSpec, backbone_name: str = "", sender: SenderShape | None = None
+) -> Generator:
     """Load the generator saved in `directory` for the receiver described by `spec` and the
     senders' backbone `sender` (None: the senders run on the receiver)."""
     arch, config, meta, name, sender = check_generator(directory, spec, backbone_name, sender)
-    w_path = Path(directory) / WEIGHTS_NAME
+    w_path = Path(directory) / GENERATOR_WEIGHTS
     gen = build_generator(arch, config, spec, name, meta, sender)
     try:
         state = load_file(str(w_path))

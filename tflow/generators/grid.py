@@ -1,6 +1,6 @@
 """The grid generator (ours, `arch = "grid"`): sender hidden states -> LoRA factors.
 
-Pipeline of one sender's condition (TFLOW.md, section "Pipeline per query"):
+Pipeline of one sender's condition (docs/method.md, section "Pipeline per query"):
   (L+1, T, hidden) states --LayerAggregator--> (T, hidden) --input proj--> (T, d_model)
   parameter-token grid (layers x slots, learned layer + slot embeddings)
   --n_blocks x [layer-axis self-attn, within-layer self-attn, cross-attn to condition, MLP]-->
@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import SenderShape
 from ..lora import Perturbation, TargetSpec
-from .base import SHARED_HELP, Generator, LayerAggregator, SenderShape, check_config_types
+from .base import SHARED_HELP, Generator, LayerAggregator, check_config_types
 
 
 @dataclass
 class GeneratorConfig:
-    """Hyper-parameters of the generator (TFLOW.md lists the paper's values)."""
+    """Hyper-parameters of the generator (docs/method.md lists the paper's values)."""
 
     rank: int = 4
     alpha: float = 8.0
@@ -46,16 +47,23 @@ class GeneratorConfig:
     chunk_size: int = 512  # values of a flattened factor produced by one parameter token
     output_scale: float = 1.0  # raw factors are multiplied by this (the release uses 0.01)
     fusion: str = "gate"  # "mean": fixed 1/S per sender; "gate": learned scalar gate (zero-init = mean)
-    condition: str = "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
+    condition: str = (
+        "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
+    )
     copy: int = 0  # 1: B columns of residual-width modules also read the senders' states through attention
 
-    HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
+    HELP = {
+        **SHARED_HELP,  # not annotated: a class attribute, not a field
         "n_heads": "attention heads of the generator",
-        "n_blocks": "generator blocks (layer-axis, within-layer and cross attention, MLP)", "mlp_ratio": "MLP width / d_model",
-        "chunk_size": "values of a flattened LoRA factor written by one parameter token (larger: fewer tokens, a wider head)",
+        "n_blocks": "generator blocks (layer-axis, within-layer and cross attention, MLP)",
+        "mlp_ratio": "MLP width / d_model",
+        "chunk_size": "values of a flattened LoRA factor written by one parameter token "
+                      "(larger: fewer tokens, a wider head)",
         "output_scale": "raw factors are multiplied by this (the paper's release uses 0.01)",
-        "fusion": "how senders' perturbations are fused: mean (1/S each) or gate (a learned scalar per sender, starting at the mean)",
-        "copy": "1: B columns of modules writing the residual width also copy attended sender states (lets unseen values through)",
+        "fusion": "how senders' perturbations are fused: mean (1/S each) "
+                  "or gate (a learned scalar per sender, starting at the mean)",
+        "copy": "1: B columns of modules writing the residual width also copy attended sender states "
+                "(lets unseen values through)",
     }
 
     def __post_init__(self) -> None:
@@ -77,7 +85,9 @@ class Attention(nn.Module):
         self.heads = heads
         self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ctx: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         ctx = x if ctx is None else ctx
         n, t, d = x.shape
         q = self.q(x).view(n, t, self.heads, -1).transpose(1, 2)
@@ -126,7 +136,9 @@ class CopyPath(nn.Module):
         (n, T, hidden) from the sender states (n, L+1, T, H_sender)."""
         return self.key(cond), self.value(self.aggregator(states).to(self.value.weight.dtype))
 
-    def forward(self, tokens: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         """tokens: (n, layers, d) B-slot tokens; keys, mask, values: `memory`'s, (n, T) mask
         -> (n, layers, hidden, rank) columns to add to B."""
         n, layers, d = tokens.shape

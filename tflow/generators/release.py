@@ -1,7 +1,7 @@
 """The release generator (`arch = "release"`): the paper's architecture, written from the
 description of the authors' inference release (BWR-hhh/TFlow @7aef170; the fixture's
 `fixture.json` in tests/fixtures/release-generator/), with the same tensor names, so their
-checkpoint loads after `python -m tflow.convert_release`.
+checkpoint loads after `tflow-convert-release`.
 
 One sender's condition c (T, hidden), the mix of its L+1 hidden states (raw, no RMS norm):
   E = norm_input(hidden_in(c))                                   (T, d_model)
@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import SenderShape
 from ..lora import Perturbation, TargetSpec
-from .base import SHARED_HELP, Generator, LayerAggregator, SenderShape, check_config_types
+from .base import SHARED_HELP, Generator, LayerAggregator, check_config_types
 
 
 @dataclass
@@ -46,7 +47,9 @@ class ReleaseConfig:
     output_scale: float = 0.01
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
-    condition: str = "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
+    condition: str = (
+        "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
+    )
 
     HELP = {**SHARED_HELP,  # not annotated: a class attribute, not a field
         "head_dim": "attention head width (a multiple of 4, divides d_model)",
@@ -58,7 +61,11 @@ class ReleaseConfig:
 
     def __post_init__(self) -> None:
         check_config_types(self)
-        if min(self.rank, self.d_model, self.head_dim, self.n_blocks, self.token_dim, self.dim_accumulation, self.ffn_ratio) < 1:
+        if (
+            min(self.rank, self.d_model, self.head_dim, self.n_blocks, self.token_dim, self.dim_accumulation,
+                self.ffn_ratio)
+            < 1
+        ):
             raise ValueError("generator config: sizes must be positive")
         if self.d_model % self.head_dim or self.head_dim % 4:
             raise ValueError(f"generator config: head_dim {self.head_dim} must divide d_model {self.d_model} and be a "
@@ -139,7 +146,9 @@ class ReleaseBlock(nn.Module):
     def __init__(self, cfg: ReleaseConfig):
         super().__init__()
         d = cfg.d_model
-        self.self_attn_n, self.self_attn_hw, self.self_attn_cross = (MultiHeadAttention(d, cfg.head_dim) for _ in range(3))
+        self.self_attn_n, self.self_attn_hw, self.self_attn_cross = (
+            MultiHeadAttention(d, cfg.head_dim) for _ in range(3)
+        )
         self.feed_forward = FeedForward(d, cfg.ffn_ratio * d)
         self.norm1, self.norm2, self.norm3, self.norm4 = (nn.RMSNorm(d, eps=cfg.norm_eps) for _ in range(4))
 
@@ -150,7 +159,9 @@ class ReleaseBlock(nn.Module):
         h = self.norm2(x).reshape(n * layers, tokens, d)
         x = x + self.self_attn_hw(h, ropes["slot"]).view(n, layers, tokens, d)
         h = self.norm3(x).reshape(n, layers * tokens, d)
-        x = x + self.self_attn_cross(h, ropes["query"], memory, ropes["key"], mask[:, None, None, :]).view(n, layers, tokens, d)
+        x = x + self.self_attn_cross(h, ropes["query"], memory, ropes["key"], mask[:, None, None, :]).view(
+            n, layers, tokens, d
+        )
         return x + self.feed_forward(self.norm4(x))
 
 
@@ -178,7 +189,10 @@ class ReleaseTransformer(nn.Module):
         positions = {"layer": n[:, None], "slot": torch.stack((p // per_token, p % per_token), -1),
                      "query": grid, "key": torch.stack((t, t), -1)}
         device = self.cond_token_query.device
-        return {k: tuple(c.to(device) for c in rotary(v, self.cfg.head_dim, self.cfg.rope_theta)) for k, v in positions.items()}
+        return {
+            k: tuple(c.to(device) for c in rotary(v, self.cfg.head_dim, self.cfg.rope_theta))
+            for k, v in positions.items()
+        }
 
     def forward(self, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """cond (N, T, d_model) after hidden_in, mask (N, T) -> tokens (N, L, slots, rank, token_dim)."""
@@ -188,7 +202,9 @@ class ReleaseTransformer(nn.Module):
         query = self.cond_token_query.expand(n, 1, -1, -1)
         pooled = F.scaled_dot_product_attention(query, keys, keys, attn_mask=mask[:, None, None, :])  # scale 1/sqrt(d)
         slots = self.hw_pos.weight.view(self.layout.seq_h, cfg.rank, -1)[None] + self.layer_pos.weight[:, None, None]
-        x = pooled.view(n, self.layers, self.tokens_per_layer, -1) + slots.reshape(self.layers, self.tokens_per_layer, -1)
+        x = pooled.view(n, self.layers, self.tokens_per_layer, -1) + slots.reshape(
+            self.layers, self.tokens_per_layer, -1
+        )
         x = self.norm_tokens(x)
         ropes = self.ropes(cond.shape[1])
         for block in self.blocks:
@@ -222,7 +238,8 @@ class ReleaseGenerator(Generator):
         return self.spec.num_layers * self.model.tokens_per_layer
 
     def generator_tokens(self, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, T, hidden) aggregated conditions -> raw tokens (N, L, slots, rank, token_dim), before the output scale."""
+        """(N, T, hidden) aggregated conditions -> raw tokens (N, L, slots, rank, token_dim), before the output
+        scale."""
         return self.model(self.hidden_in(cond), mask)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, senders: tuple[str, ...]) -> Perturbation:
@@ -238,7 +255,8 @@ class ReleaseGenerator(Generator):
         r, layers, scale = self.config.rank, self.spec.num_layers, self.config.output_scale
         A, B = {}, {}
         for name, (fan_out, fan_in) in self.spec.modules.items():
-            for into, (first, count), shape in ((A, self.layout.a_slots[name], (r, fan_in)), (B, self.layout.b_slots[name], (fan_out, r))):
+            for into, (first, count), shape in ((A, self.layout.a_slots[name], (r, fan_in)),
+                                                (B, self.layout.b_slots[name], (fan_out, r))):
                 flat = tokens[:, :, first : first + count].reshape(bsz, s, layers, -1)[..., : shape[0] * shape[1]]
                 into[name] = flat.reshape(bsz, s, layers, *shape) * scale
         return A, B

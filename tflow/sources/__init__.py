@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import adapter, gguf, packaged
+from . import gguf, packaged
 
 EMBEDDED = {"tiny": "tiny-qwen3", "tiny-kb": "tiny-qwen3-kb"}
 

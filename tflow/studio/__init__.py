@@ -5,7 +5,7 @@ Modules, by concern (imports go down this list only, into the library below it):
   server.py          build the app and launch it (Gradio's auth when a login is set)
   wiring.py          event handlers and their wiring (`StudioUI`)
   page.py            the page's layout: tabs and components (`Page`)
-  causal_section.py  the Perturbation tab's causal section (probes of `tflow.causal`)
+  causal_section.py  the Perturbation tab's causal section (probes of `tflow.diagnostics.causal`)
   api.py             the JSON API: /ask, /causal, /health
   render.py          results as Markdown / HTML and JSON summaries
   worker.py          a run: request, worker thread and events, record, causal probes per run

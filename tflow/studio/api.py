@@ -49,27 +49,32 @@ class Api:
     def health(self) -> dict:
         """Liveness and integrity: what is loaded, whether any perturbation is applied now, the weights' hash."""
         s = self.studio
-        return {"status": "ok", "backbone": s.backbone.name, "device": str(s.backbone.device), "dtype": str(s.backbone.dtype),
-                "generators": {k: c.describe() for k, c in s.generators.items()}, "static_adapters": list(s.statics),
-                "sender_backbones": {k: s.senders_of(k).name for k in s.generators},
-                "engine": s.engine.describe(), "notes": s.notes,
-                "patched": is_patched(s.backbone.model), "weights_sha256": weights_sha256(s.backbone.model)}
+        return {"status": "ok", "backbone": s.backbone.name, "device": str(s.backbone.device),
+                "dtype": str(s.backbone.dtype), "generators": {k: c.describe() for k, c in s.generators.items()},
+                "static_adapters": list(s.statics), "sender_backbones": {k: s.senders_of(k).name for k in s.generators},
+                "engine": s.engine.describe(), "notes": s.notes, "patched": is_patched(s.backbone.model),
+                "weights_sha256": weights_sha256(s.backbone.model)}
 
     def ask(self, question: str, contexts: list[str] | None = None, modes: list[str] | None = None,
-            generator: str | None = None, static: str | None = None, reference: str = "", max_new_tokens: int = MAX_NEW_TOKENS,
-            do_sample: bool = False, temperature: float = 1.0, seed: int = 0) -> dict:
-        """Answer a question in several modes (default: all available) and return answers, tokens and timings per mode."""
+            generator: str | None = None, static: str | None = None, reference: str = "",
+            max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False, temperature: float = 1.0,
+            seed: int = 0) -> dict:
+        """Answer a question in several modes (default: all available) and return answers, tokens and timings per
+        mode."""
         generator = generator or self.studio.default_generator
-        static = static or self.studio.static_for(self.studio.generators.get(generator, self.studio.generators[NONE]).task)
+        static = static or self.studio.static_for(
+            self.studio.generators.get(generator, self.studio.generators[NONE]).task
+        )
         try:
-            req = request_from_form(self.studio, question, list(contexts or ["", ""]), reference, modes or available_modes(static),
-                                    generator, static, max_new_tokens, max_new_tokens, do_sample, temperature, 1.0, seed,
-                                    DEFAULT_PROMPTS)
+            req = request_from_form(self.studio, question, list(contexts or ["", ""]), reference,
+                                    modes or available_modes(static), generator, static, max_new_tokens, max_new_tokens,
+                                    do_sample, temperature, 1.0, seed, DEFAULT_PROMPTS)
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from e
         record = self._run(req)
         return {"generator": generator, "static": static, "warning": context_warning(self.studio, req),
-                "errors": record.errors, "results": {m: result_summary(r, req.reference) for m, r in record.results.items()}}
+                "errors": record.errors,
+                "results": {m: result_summary(r, req.reference) for m, r in record.results.items()}}
 
     def causal(self, question: str, contexts: list[str] | None = None, generator: str | None = None,
                max_new_tokens: int = MAX_NEW_TOKENS, probes: list[str] | None = None) -> dict:

@@ -1,6 +1,6 @@
 """The causal section of the Perturbation tab: what the current run's ΔW *does* to its answer.
 
-A button runs the four probes of `tflow.causal` on the selected run and source (one batched
+A button runs the four probes of `tflow.diagnostics.causal` on the selected run and source (one batched
 forward each, cached in the run's record), streaming each figure as it is ready; the
 figures are drawn from the same JSON the `/causal` API endpoint returns.
 """
@@ -11,18 +11,20 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .. import causal_figures, viz
+from ..diagnostics import causal_figures, viz
 from .registry import Studio
 from .worker import PROBES, RunRecord, causal_probe
 
 PROBE_TEXT = {"ablation": "removing each part of ΔW", "sweep": "scaling ΔW (and decoding every scale)",
               "token_kl": "per-token KL", "senders": "each sender alone"}
 EMPTY = "Press the button to test what this perturbation does to the answer."
-CAPTION = ("**What ΔW does (causal inspection).** The size of a part of ΔW is not its effect. These probes change ΔW and "
-           "measure the receiver's log-probability of its own answer (teacher-forced, answer tokens only): with each "
-           "layer / module removed, with ΔW scaled from 0 (the receiver alone) to 2, token by token against the plain "
-           "receiver, and with each sender alone. Every probe is one batched forward pass (each variant of ΔW is one "
-           "sample of the batch) and is computed once per run.")
+CAPTION = (
+    "**What ΔW does (causal inspection).** The size of a part of ΔW is not its effect. These probes change ΔW and "
+    "measure the receiver's log-probability of its own answer (teacher-forced, answer tokens only): with each "
+    "layer / module removed, with ΔW scaled from 0 (the receiver alone) to 2, token by token against the plain "
+    "receiver, and with each sender alone. Every probe is one batched forward pass (each variant of ΔW is one "
+    "sample of the batch) and is computed once per run."
+)
 
 
 def _fmt(v: float | None) -> str:
@@ -83,8 +85,8 @@ class CausalSection:
             with gr.Column(scale=3):
                 sweep = gr.Plot(empty, elem_id="causal-sweep", show_label=False)
             with gr.Column(scale=2):
-                table = gr.Dataframe(headers=["scale of ΔW", "log p(answer)", "greedy answer"], value=[], interactive=False,
-                                     wrap=True, elem_id="causal-sweep-table", label="Scale sweep")
+                table = gr.Dataframe(headers=["scale of ΔW", "log p(answer)", "greedy answer"], value=[],
+                                     interactive=False, wrap=True, elem_id="causal-sweep-table", label="Scale sweep")
         with gr.Row(equal_height=False):
             token_kl = gr.Plot(empty, elem_id="causal-kl", show_label=False)
             senders = gr.Plot(empty, elem_id="causal-senders", show_label=False)
@@ -97,19 +99,17 @@ class CausalSection:
         """The section for a record and source: the probes already computed, placeholders for the others."""
         if record is None or source not in record.results or record.results[source].perturbation is None:
             empty = viz.placeholder("Run TFlow (or Static LoRA) first.")
-            return ["*Run TFlow (or Static LoRA), then test what its perturbation does.*", empty, empty, empty, [], empty, empty]
+            return ["*Run TFlow (or Static LoRA), then test what its perturbation does.*", empty, empty, empty, [],
+                    empty, empty]
         done = {n: record.causal.get((source, n)) for n in PROBES}
         empty = viz.placeholder(EMPTY)
         pert = record.results[source].perturbation
-        return [
-            notes_markdown(record, source),
-            viz.perturbation_heatmap(pert, "fused", studio.weight_norms),
-            causal_figures.effect_heatmap(done["ablation"]) if done["ablation"] else empty,
-            causal_figures.sweep_figure(done["sweep"]) if done["sweep"] else empty,
-            sweep_rows(done["sweep"]) if done["sweep"] else [],
-            causal_figures.token_kl_figure(done["token_kl"]) if done["token_kl"] else empty,
-            causal_figures.senders_figure(done["senders"]) if done["senders"] else empty,
-        ]
+        return [notes_markdown(record, source), viz.perturbation_heatmap(pert, "fused", studio.weight_norms),
+                causal_figures.effect_heatmap(done["ablation"]) if done["ablation"] else empty,
+                causal_figures.sweep_figure(done["sweep"]) if done["sweep"] else empty,
+                sweep_rows(done["sweep"]) if done["sweep"] else [],
+                causal_figures.token_kl_figure(done["token_kl"]) if done["token_kl"] else empty,
+                causal_figures.senders_figure(done["senders"]) if done["senders"] else empty]
 
     def inspect(self, studio: Studio, record: RunRecord | None, source: str) -> Iterator[list]:
         """Run the probes one after another, showing each result as soon as it is ready."""

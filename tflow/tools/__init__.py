@@ -1,0 +1,2 @@
+"""Command-line tools (`tflow-train`, `tflow-pretrain`, `tflow-evaluate`, `tflow-bench`, `tflow-convert-release`)
+and the helpers only they use: flag builders, the checkpoint catalog, model shapes, memory estimates, statistics."""

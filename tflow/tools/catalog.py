@@ -1,0 +1,46 @@
+"""Which shipped checkpoint was trained for a (receiver, task): the defaults of `evaluate` and `bench`.
+
+Every checkpoint records its receiver's name and task (`tflow.checkpoints.read_record`); several worlds (the
+embedded tiny Qwen3, SmolLM2, ...) share one checkpoints folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoints import read_record
+from ..sources import known_as, source_checkpoints
+from ..tasks import REAL_MODEL_TASKS, SPECIALIST_TASKS, TASKS, checkpoint_name, covers
+
+
+def trained_for(task: str, model: str, static: bool = False, root: Path | None = None) -> Path | None:
+    """The generator (or static adapter) under `root` trained on `task` (alone or in a mixture) for the receiver
+    `model`. Among several, the one named after the task comes first (the embedded world's layout)."""
+    root = root or source_checkpoints()
+    folder = root / ("static" if static else "generators")
+    name = checkpoint_name(task)
+    want = known_as(model)
+    candidates = sorted(folder.iterdir(), key=lambda d: d.name != name) if folder.is_dir() else []
+    for d in candidates:
+        rec = read_record(d, static)
+        if rec is not None and covers(rec.task, task) and known_as(rec.receiver) == want:
+            return _short(d)
+    return None
+
+
+def tasks_for(model: str, root: Path | None = None) -> list[str]:
+    """The tasks the generators under `root` were trained on for the receiver `model`: the built-in ones in their
+    usual order, then any other (a fresh knowledge base kb@N or kb-words@N, a JSONL file) by name."""
+    folder = (root or source_checkpoints()) / "generators"
+    want = known_as(model)
+    recorded = {rec.task for d in (folder.iterdir() if folder.is_dir() else ())
+                if (rec := read_record(d)) and rec.task and known_as(rec.receiver) == want}
+    order = (*TASKS, *REAL_MODEL_TASKS, *SPECIALIST_TASKS)
+    return [t for t in order if t in recorded] + sorted(recorded - set(order))
+
+
+def _short(path: Path) -> Path:
+    """Relative to the working directory when under it (what reports record)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
