@@ -5,7 +5,7 @@
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
 # Usage: bash scripts/build_real.sh [step ...]
 #   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate
-#          words-specialist words words-evaluate words-bench words-replicate (kb-words: the issue-19 pair)
+#          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false

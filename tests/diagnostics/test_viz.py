@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tflow.diagnostics import viz
+from tflow.diagnostics import measures, viz
 from tflow.lora import Perturbation, TargetSpec
 from tflow.results import AgentUsage, RunResult, SenderStates, Usage
 
@@ -63,9 +63,9 @@ def test_heatmap_cells_are_the_frobenius_norms(pert: Perturbation) -> None:
 
 
 def test_heatmap_of_another_sample_and_the_library_delta_agree(pert: Perturbation) -> None:
-    np.testing.assert_allclose(viz.delta_norms(pert, sample=1), dense_norms(pert, sample=1), rtol=1e-6)
+    np.testing.assert_allclose(measures.delta_norms(pert, sample=1), dense_norms(pert, sample=1), rtol=1e-6)
     lib = [[float(torch.linalg.norm(pert.delta(layer, name))) for name in MODULES] for layer in range(LAYERS)]
-    np.testing.assert_allclose(viz.delta_norms(pert), lib, rtol=1e-5)
+    np.testing.assert_allclose(measures.delta_norms(pert), lib, rtol=1e-5)
 
 
 def test_heatmap_per_sender_and_relative(pert: Perturbation) -> None:
@@ -105,15 +105,15 @@ def test_sender_share_layer_and_fusion_weights(pert: Perturbation) -> None:
 
 
 def test_perturbation_features(pert: Perturbation) -> None:
-    np.testing.assert_allclose(viz.perturbation_features(pert, 0, "pooled"), dense_norms(pert).ravel(), rtol=1e-6)
-    a, b = viz.perturbation_features(pert, 0), viz.perturbation_features(pert, 1)
+    np.testing.assert_allclose(measures.perturbation_features(pert, 0, "pooled"), dense_norms(pert).ravel(), rtol=1e-6)
+    a, b = measures.perturbation_features(pert, 0), measures.perturbation_features(pert, 1)
     assert a.shape == b.shape and not np.allclose(a, b)
-    np.testing.assert_array_equal(a, viz.perturbation_features(pert, 0))  # deterministic
+    np.testing.assert_array_equal(a, measures.perturbation_features(pert, 0))  # deterministic
     zero = Perturbation(
         pert.spec, pert.A, {k: torch.zeros_like(v) for k, v in pert.B.items()}, pert.weights, 2.0, SENDERS
     )
-    assert not viz.perturbation_features(zero, 0).any()
-    assert viz.relative_spread(np.ones((5, 3))) == 0.0 and viz.relative_spread(np.eye(3)) > 0
+    assert not measures.perturbation_features(zero, 0).any()
+    assert measures.relative_spread(np.ones((5, 3))) == 0.0 and measures.relative_spread(np.eye(3)) > 0
 
 
 def result(mode: str, agents: dict[str, tuple[int, int, int]], timings: dict[str, float]) -> RunResult:
@@ -176,9 +176,9 @@ def test_savings_in_percent(results: dict[str, RunResult]) -> None:
 
 
 def test_embeddings_fall_back_to_pca_with_a_note() -> None:
-    few = viz.embed_2d(np.random.default_rng(0).normal(size=(5, 4)))
+    few = measures.embed_2d(np.random.default_rng(0).normal(size=(5, 4)))
     assert few.method == "PCA" and "only 5 points" in few.note and few.coords.shape == (5, 2)
-    same = viz.embed_2d(np.ones((20, 4)))
+    same = measures.embed_2d(np.ones((20, 4)))
     assert same.method == "PCA" and "identical" in same.note
     states = [SenderStates(role, ["How", "Ġmany"], torch.randn(2, 2, 8)) for role in SENDERS]
     fig, note = viz.hidden_states_figure(states)

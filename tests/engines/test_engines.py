@@ -139,7 +139,6 @@ def test_adapters_left_on_the_server_count_only_per_request_ones(monkeypatch):
     from tflow.engines.vllm import VLLMEngine
 
     engine = VLLMEngine.__new__(VLLMEngine)  # no server: only the bookkeeping is under test
-    engine._registered = {"tflow-base": "tflow-base-1a2b", "sender-x": "sender-x-3c4d"}
     monkeypatch.setattr(engine, "adapters", lambda: ["tflow-base-1a2b", "sender-x-3c4d", "tflow-9f8e"])
     assert engine.request_adapters() == ["tflow-9f8e"]
     monkeypatch.setattr(engine, "adapters", lambda: [])  # a perturbed-only workload never registers the zero adapter

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from tflow import lora, tasks
 from tflow.agents import build_prompt
-from tflow.engines.vllm import EngineUnavailable, VLLMEngine
+from tflow.engines.vllm import EngineUnavailable, VLLMEngine, is_request_adapter
 from tflow.engines.vllm_server import Server, env_ready
 from tflow.peft_io import target_regex
 from tflow.pipeline import Pipeline
@@ -65,8 +65,7 @@ def _answers(pipe: Pipeline, mode: str, questions, contexts, batch: int = 10) ->
 def _left_behind(engine: VLLMEngine) -> tuple[list[str], list[str]]:
     """Per-request adapters (tflow-<hex>) on the server and on disk; the long-lived ones (the zero adapter,
     a specialist's) stay registered while the engine lives."""
-    long_lived = set(engine._registered.values())
-    return engine.request_adapters(), [f.name for f in engine.adapter_folders() if f.name not in long_lived]
+    return engine.request_adapters(), [f.name for f in engine.adapter_folders() if is_request_adapter(f.name)]
 
 
 @pytest.mark.parametrize("mode,n", [("single", 50), ("tflow", 50), ("static", 50), ("textmas", 50)])

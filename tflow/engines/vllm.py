@@ -46,6 +46,11 @@ from . import Decode
 BASE_ADAPTER = "tflow-base"  # the all-zero adapter every plain request carries (see the module docstring)
 
 
+def is_request_adapter(name: str) -> bool:
+    """A per-request adapter's name (`tflow-<hex>`), not the zero adapter's (`tflow-base-<hex>`) or a specialist's."""
+    return name.startswith("tflow-") and not name.startswith(BASE_ADAPTER)
+
+
 class EngineUnavailable(OSError):
     """The server cannot be reached: one line for the user, and the hf engine keeps working."""
 
@@ -126,10 +131,10 @@ class VLLMEngine:
         return [m["id"] for m in self._request("GET", "/v1/models").json().get("data", []) if m.get("parent")]
 
     def request_adapters(self) -> list[str]:
-        """The per-request adapters the server holds now: every one but the long-lived (the zero adapter, a
-        specialist's), which stay registered while the engine lives. None once every request has finished."""
-        long_lived = set(self._registered.values())
-        return [a for a in self.adapters() if a not in long_lived]
+        """The per-request adapters the server holds now (`tflow-<hex>`, whichever engine registered them): not the
+        long-lived ones (the zero adapter, a specialist's), which stay registered while their engine lives. None once
+        every request has finished."""
+        return [a for a in self.adapters() if is_request_adapter(a)]
 
     def adapter_folders(self) -> list[Path]:
         """This engine's adapter folders on disk now."""
