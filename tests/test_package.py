@@ -23,7 +23,8 @@ SCRIPTS = {
     "tflow-vllm": "tflow.engines.vllm_server:main",
 }
 # The Studio's modules, top to bottom: each may import only the ones after it (and the library).
-STUDIO_ORDER = ("cli", "server", "wiring", "page", "causal_section", "api", "render", "worker", "registry")
+STUDIO_ORDER = ("cli", "server", "wiring", "page", "benchmark_tab", "causal_section", "api", "render",
+                "benchmark_run", "worker", "registry")
 
 
 def script(name: str) -> str:

@@ -99,6 +99,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return _DTYPES[dtype]
 
 
+# The prompt format of a model without a chat template (base checkpoints and their GGUF files): each message as
+# "Role: text" and a blank line, then "Assistant:" where the answer starts.
+PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
+                  "{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
 @dataclass
 class Backbone:
     """The frozen causal LM and its tokenizer, shared by every agent."""
@@ -108,12 +114,14 @@ class Backbone:
     name: str
     chat_template_kwargs: dict | None = None
     prefix_cache: PrefixCache = field(default_factory=PrefixCache, repr=False, compare=False)  # senders' role prefixes
+    plain_prompts: bool = field(default=False, init=False)  # no chat template of its own: PLAIN_TEMPLATE
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.name}: a fast tokenizer is needed (offset mappings locate the question)")
-        if self.tokenizer.chat_template is None:
-            raise ValueError(f"{self.name}: the tokenizer has no chat template")
+        if self.tokenizer.chat_template is None:  # a base checkpoint: roles as plain text (reports say so)
+            self.tokenizer.chat_template = PLAIN_TEMPLATE
+            self.plain_prompts = True
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.eval().requires_grad_(False)
@@ -123,6 +131,11 @@ class Backbone:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def has_thinking(self) -> bool:
+        """Whether the chat template has a thinking mode (Qwen3's `enable_thinking`)."""
+        return "enable_thinking" in (self.tokenizer.chat_template or "")
 
     @cached_property
     def targets(self) -> lora.TargetSpec:

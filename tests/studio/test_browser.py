@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("TFLOW_STUDIO_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TABS = ("Ask", "Compare", "Perturbation", "Activations", "History")
+TABS = ("Ask", "Compare", "Perturbation", "Activations", "History", "Benchmark")
 TIMEOUT_MS = 120_000
 
 
@@ -329,3 +329,40 @@ def test_a_kb_example_runs_its_senders_on_the_specialist(session: Session, tmp_p
     wait_for_figure(page, "queries-plot", "One point per query")
     shoot(page, tmp_path, "11-kb-activations")
     assert_no_error_toast(page)
+
+
+def test_a_benchmark_slice_runs_live_and_opens_an_item_in_compare(session: Session, tmp_path: Path) -> None:
+    """Ten items of a task through two modes: the progress bar and the table fill, every item gets a verdict per
+    mode, and a click on an item opens it in Compare with its recorded answers."""
+    page = session.page
+    open_tab(page, "Benchmark")
+    assert page.locator("#bench-task input").input_value(), "no task to pick"
+    modes = page.locator("#bench-modes")
+    for label, wanted in (("Single", True), ("TextMAS", False), ("TFlow", True), ("Static LoRA", False)):
+        box = modes.get_by_label(label)
+        if box.is_checked() != wanted:
+            box.click()
+    page.fill("#bench-n input[type=number]", "10")
+    page.locator("#bench-n input[type=number]").press("Enter")
+    page.click("#bench-run")
+    page.wait_for_function("() => document.querySelector('#bench-progress progress') !== null")
+    page.wait_for_function("() => document.querySelector('#bench-progress').innerText.includes('20 / 20 answers')")
+    assert "done" in page.locator("#bench-progress").inner_text()
+    assert page.locator("#bench-progress progress").get_attribute("value") == "20"
+    table = page.locator("#bench-table").inner_text()
+    assert "single" in table and "tflow" in table and "[" in table, table
+    cell = lambda r, c: page.locator(f'#bench-items [data-testid="cell-{r}-{c}"]')  # noqa: E731
+    assert cell(9, 0).inner_text().strip() == "10" and not cell(10, 0).count(), "ten items listed"
+    assert all(cell(r, c).inner_text().strip() in ("✔", "✘") for r in range(10) for c in (3, 4))
+    assert "TFlow against Single" in page.locator("#bench-savings").inner_text()
+    dismiss_toasts(page)
+    shoot(page, tmp_path, "12-benchmark")
+
+    question = cell(0, 2).inner_text().strip()
+    cell(0, 2).click()
+    page.wait_for_function("() => (document.querySelector('#answer-tflow textarea')?.value || '').length > 0")
+    assert page.locator("#col-tflow").is_visible() and page.locator("#col-single").is_visible()
+    assert "processed tokens" in page.locator("#info-tflow").inner_text()
+    assert len(question) > 10
+    dismiss_toasts(page)
+    shoot(page, tmp_path, "13-benchmark-item-compare")

@@ -16,7 +16,8 @@ from tflow.studio.render import header_html
 
 ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static", "/perturbation_source",
            "/perturbation_view", "/perturbation_layer", "/perturbation_module", "/across_queries",
-           "/across_queries_features", "/across_queries_colour", "/history_select", "/hidden_states", "/health"}
+           "/across_queries_features", "/across_queries_colour", "/history_select", "/hidden_states", "/health",
+           "/benchmark", "/benchmark_cancel", "/benchmark_item"}
 
 
 def test_examples_asset_is_generated_from_the_test_split() -> None:

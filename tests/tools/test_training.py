@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -453,3 +454,22 @@ def test_embedded_kb_specialist_tells_the_receiver_facts_about_people_the_genera
     with pytest.raises(ValueError, match="wrong sender"):  # the receiver's own states are not the specialist's
         Pipeline.from_pretrained(str(EMBEDDED), generator=str(ROOT / "checkpoints" / "generators" / "kb"),
                                  sender_model=str(EMBEDDED), device="cpu")
+
+
+def test_training_reads_benchmark_names_and_refuses_one_without_a_train_split(model_dir, tmp_path):
+    fixtures = ROOT / "tests" / "fixtures" / "benchmarks"
+    roomy = tmp_path / "model"  # the same weights with room for a worked solution and the benchmarks' budget
+    shutil.copytree(model_dir, roomy)
+    config = json.loads((roomy / "config.json").read_text())
+    (roomy / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
+    out = tmp_path / "gsm8k"
+    train_main(["--task", "gsm8k", "--dataset-path", str(fixtures / "gsm8k"), "--model", str(roomy), "--out",
+                str(out), "--steps", "1", "--eval-every", "1", "--batch-size", "2", "--eval-size", "2",
+                "--threads", "1"])
+    card = json.loads((out / "generator_config.json").read_text())
+    assert card["meta"]["task"] == "gsm8k" and card["meta"]["dev_set"].startswith("2 ")
+    failed = subprocess.run([sys.executable, "-m", "tflow.tools.train", "--task", "math", "--dataset-path",
+                             str(fixtures / "math"), "--model", str(model_dir), "--steps", "1"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines() == [
+        "error: benchmark math has no train split: train on another task (e.g. gsm8k, rg:NAME)"]

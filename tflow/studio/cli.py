@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "generators are not offered). A PEFT adapter directory on the receiver's base shares the receiver's weights",
     )
     parser.add_argument("--checkpoints", default=str(ckpt), help="where generators/* and static/* are discovered")
+    parser.add_argument("--benchmarks-dir", default=None,
+                        help="local copies of benchmarks for the Benchmark tab: DIR/<name>/test.jsonl in the hub's "
+                             "format (gsm8k, math, mmlu-redux, humaneval+, mbpp+, ...); humaneval needs none")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                         help="the backbone's precision (default: bf16 on CUDA, fp16 on MPS, fp32 on CPU)")
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                        sender_model=args.sender_model, checkpoints=args.checkpoints, device=args.device,
                        dtype=args.dtype, concurrency=args.concurrency, max_queue=args.max_queue,
                        trust_remote_code=args.trust_remote_code, load_specialists=args.load_specialists,
-                       engine=args.engine, vllm_url=args.vllm_url, vllm_adapter_dir=args.vllm_adapter_dir)
+                       engine=args.engine, vllm_url=args.vllm_url, vllm_adapter_dir=args.vllm_adapter_dir,
+                       benchmarks_dir=args.benchmarks_dir)
     try:
         launch(cfg, host=args.host, port=args.port, auth=args.auth)
     except ValueError as e:  # a model or device that cannot be loaded: a user error, one line, exit code 2

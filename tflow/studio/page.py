@@ -1,7 +1,7 @@
 """The Studio's page: the Blocks and its components, tab by tab (no event handlers; see `wiring`).
 
-Header, status line, then five tabs: 1 · Ask, 2 · Compare, 3 · Perturbation (with the causal
-section, `causal_section`), 4 · Activations, 5 · History.
+Header, status line, then six tabs: 1 · Ask, 2 · Compare, 3 · Perturbation (with the causal
+section, `causal_section`), 4 · Activations, 5 · History, 6 · Benchmark (`benchmark_tab`).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import gradio as gr
 from .. import tasks
 from ..diagnostics import viz
 from ..pipeline import MODES
+from .benchmark_tab import BenchmarkTab
 from .causal_section import CausalSection
 from .registry import ASSETS, NONE, QUERIES_PER_TASK, Studio
 from .render import header_html, messages_markdown
@@ -36,7 +37,7 @@ class ModeView:
 
 
 
-class Page:
+class Page(BenchmarkTab):
     """Builds the Blocks and holds the component handles the event handlers update."""
 
     def __init__(self, studio: Studio):
@@ -65,6 +66,8 @@ class Page:
                     self._activations_tab()
                 with gr.Tab("5 · History", id="history"):
                     self._history_tab()
+                with gr.Tab("6 · Benchmark", id="benchmark"):
+                    self._benchmark_tab()
         return demo
 
     def _ask_tab(self) -> None:

@@ -60,6 +60,7 @@ class StudioConfig:
     engine: str = "hf"  # what generates every agent's text (tflow.engines)
     vllm_url: str | None = None  # engine vllm: the server
     vllm_adapter_dir: str | None = None  # engine vllm: where per-request adapters are written for it
+    benchmarks_dir: str | None = None  # local copies of benchmarks, DIR/<name>/test.jsonl (the Benchmark tab)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from .. import tasks
 from ..agents import Backbone
 from ..diagnostics import viz
 from ..results import RunResult
+from .benchmark_run import verdict_for
 from .registry import Studio
 from .worker import Live, RunRecord
 
@@ -31,12 +32,22 @@ def fmt_ms(seconds: float) -> str:
     return f"{1000 * seconds:.0f} ms" if seconds >= 0.01 else f"{1000 * seconds:.1f} ms"
 
 
+def correct(answer: str, reference: str, question: str = "") -> bool | None:
+    """A benchmark item the Studio offered is judged by its benchmark's scorer, anything else against the reference
+    (None: nothing to judge against)."""
+    judged = verdict_for(question, answer)
+    if judged is not None or not reference:
+        return judged
+    return tasks.is_correct(answer, reference, question)
+
+
 def verdict(answer: str, reference: str, question: str = "") -> str:
-    if not reference:
+    ok = correct(answer, reference, question)
+    if ok is None:
         return '<span class="badge none">no reference answer to check against</span>'
-    ok = tasks.is_correct(answer, reference, question)
     badge = '<span class="badge ok">✔ correct</span>' if ok else '<span class="badge bad">✘ wrong</span>'
-    return f"{badge} reference: {html.escape(reference)}"
+    shown = reference if len(reference) <= 160 else reference[:160] + "…"
+    return f"{badge} reference: {html.escape(shown)}"
 
 
 # The release's accounting, to set numbers beside the paper's Table 1: it does not count TFlow's senders.
@@ -137,6 +148,8 @@ def header_html(studio: Studio, generator: str) -> str:
              ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
              ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch.")),
              ("engine", studio.engine.describe())]
+    if bb.plain_prompts:  # no chat template of its own (a base checkpoint): roles as plain text
+        chips.append(("prompts", "plain format: the model has no chat template"))
     chip_html = "".join(f'<span class="chip"><b>{k}</b> {html.escape(v)}</span>' for k, v in chips)
     if ck.trained:
         gen = f'<span class="chip gen"><b>generator</b> {ck.key}: {ck.describe()}</span>'
@@ -155,7 +168,7 @@ def result_summary(r: RunResult, reference: str) -> dict:
     """A JSON-friendly summary of one mode's result."""
     return {
         "answer": r.answer,
-        "correct": tasks.is_correct(r.answer, reference, r.question) if reference else None,
+        "correct": correct(r.answer, reference, r.question),
         "tokens": r.usage.total_tokens,
         "paper_tokens": r.paper_tokens,  # the release's accounting (TFlow: the receiver only)
         "tokens_by_agent": {

@@ -18,6 +18,7 @@ import gradio as gr
 
 from ..diagnostics import measures, viz
 from .api import Api
+from .benchmark_run import ask_examples
 from .page import Page
 from .registry import NONE, Studio
 from .render import header_html, history_rows, live_markdown, messages_markdown, status_markdown
@@ -42,6 +43,8 @@ class StudioUI(Page):
     def __init__(self, studio: Studio):
         super().__init__(studio)
         self.api = Api(studio)
+        if not any(e["task"] == "humaneval" for e in studio.examples):  # the benchmarks' items among the examples
+            studio.examples += ask_examples()
 
     def build(self) -> gr.Blocks:
         demo = super().build()
@@ -85,6 +88,7 @@ class StudioUI(Page):
         gr.api(self.api.ask, api_name="ask", concurrency_id="model")
         gr.api(self.api.causal, api_name="causal", concurrency_id="model")
         gr.api(self.api.health, api_name="health", queue=False)
+        self._wire_benchmark()
 
     def _form(self) -> list:
         """Every input of a run, in the order `run` takes them (what History brings back)."""

@@ -31,10 +31,10 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kb, notes
+from . import benchmarks, kb, notes, procedural
+from .example import Example
 
 NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon"]
 ITEMS = ["apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles"]
@@ -46,6 +46,8 @@ SUB = ["gives away {n} {item}", "loses {n} {item}", "sells {n} {item}"]
 # Generation budgets on the built-in tasks: the longest worked answer (an arith plan) is 40 tokens.
 ANSWER_TOKENS = MESSAGE_TOKENS = 48
 # A note's answer is its value (<= 6 tokens), a note-split's two of them; a real sender's TextMAS message may run on.
+BENCHMARK_BUDGETS = (512, 256)  # greedy defaults (the paper's protocol has its own: tools/protocol.py)
+PROCEDURAL_BUDGETS = (256, 128)  # reasoning-gym answers are short
 NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64)}
 
 
@@ -55,8 +57,9 @@ def checkpoint_name(task: str) -> str:
 
 
 def parts(task: str) -> list[str]:
-    """The tasks of a mixture (`note+note-split`); a plain task is its own one part."""
-    return task.split("+")
+    """The tasks of a mixture (`note+note-split`); a plain task is its own one part. A benchmark's name may end in
+    `+` (humaneval+, mbpp+): a `+` at the end or before another `+` is part of a name."""
+    return re.split(r"\+(?!$|\+)", task)
 
 
 def covers(trained_on: str, task: str) -> bool:
@@ -66,30 +69,9 @@ def covers(trained_on: str, task: str) -> bool:
 
 def budgets(task: str) -> tuple[int, int]:
     """(receiver answer, sender message) token budgets for evaluating `task` (a mixture: the largest)."""
-    each = [NOTE_BUDGETS.get(t, (ANSWER_TOKENS, MESSAGE_TOKENS)) for t in parts(task)]
+    each = [NOTE_BUDGETS.get(t, BENCHMARK_BUDGETS if benchmarks.is_benchmark(t) else PROCEDURAL_BUDGETS
+                             if procedural.is_procedural(t) else (ANSWER_TOKENS, MESSAGE_TOKENS)) for t in parts(task)]
     return max(b[0] for b in each), max(b[1] for b in each)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One query: what the receiver is asked, what each sender privately knows, the answer,
-    and the reference messages the senders would write in TextMAS."""
-
-    task: str
-    question: str
-    answer: str
-    contexts: tuple[str | None, ...] = (None, None)
-    messages: dict[str, str] = field(default_factory=dict)
-    worked: str = ""  # what the receiver says once it has been told something ("47 + 5 = 52", an arith plan)
-    held_out: bool = False  # note: drawn from the test split's values and templates
-
-    @property
-    def target(self) -> str:
-        return self.worked or self.answer
-
-    @property
-    def key(self) -> str:
-        return json.dumps([self.question, list(self.contexts)])
 
 
 def _in_test(key: str, every: int = 5) -> bool:
@@ -221,7 +203,7 @@ SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoint
 def _unknown(task: str) -> ValueError:
     return ValueError(
         f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, kb@N, "
-        "kb-words@N or jsonl:PATH"
+        f"kb-words@N, jsonl:PATH, a benchmark ({', '.join(benchmarks.BENCHMARKS)}) or rg:NAME (reasoning-gym)"
     )
 
 
@@ -238,13 +220,14 @@ def in_test_split(ex: Example) -> bool:
     return is_held_out(ex) or (ex.task not in REAL_MODEL_TASKS and _in_test(ex.key))
 
 
-def examples(
-    task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False
-) -> list[Example]:
+def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False,
+             skip_bad_rows: bool = False, dataset_path: str | None = None) -> list[Example]:
     """`n` distinct seeded examples of `task` from `split` ("train" or "test").
 
     jsonl:PATH: the file's rows in file order (every row when n is None), whatever the split,
-    unless `hash_split` (then the rows whose key hashes into `split`'s bucket, shuffled by seed)."""
+    unless `hash_split` (then the rows whose key hashes into `split`'s bucket, shuffled by seed).
+    A benchmark (gsm8k, humaneval, ...): its split's first n rows in the dataset's order, from the hub or from
+    `dataset_path`; rg:NAME: n seeded reasoning-gym items of the split."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if len(parts(task)) > 1:  # a mixture: its parts' examples in turn (n shared out evenly)
@@ -252,9 +235,14 @@ def examples(
             raise ValueError(f"task {task!r} is a mixture: give the number of examples")
         k = len(parts(task))
         each = [
-            examples(t, split, n // k + (i < n % k), seed, hash_split, skip_bad_rows) for i, t in enumerate(parts(task))
+            examples(t, split, n // k + (i < n % k), seed, hash_split, skip_bad_rows, dataset_path)
+            for i, t in enumerate(parts(task))
         ]
         return [ex for group in itertools.zip_longest(*each) for ex in group if ex is not None]
+    if benchmarks.is_benchmark(task):
+        return benchmarks.examples(task, split, n, dataset_path)
+    if procedural.is_procedural(task):
+        return procedural.examples(task, split, n, seed)
     if task.startswith("jsonl:"):
         rows, _ = load_jsonl(task[len("jsonl:"):], skip_bad_rows)
         if hash_split:
@@ -283,16 +271,20 @@ def examples(
     raise ValueError(f"task {task!r} has fewer than {n} distinct {split} examples")
 
 
-def stream(
-    task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False, held_out: bool = False
-) -> Callable[[], Example]:
+def stream(task: str, seed: int = 0, hash_split: bool = False, skip_bad_rows: bool = False, held_out: bool = False,
+           dataset_path: str | None = None) -> Callable[[], Example]:
     """An endless sampler of training examples (duplicates allowed), for training loops.
     held_out (kb): every fact, group B's too: what the specialist backbone learns, never a generator.
     A mixture draws each example from one of its parts, chosen uniformly."""
     if len(parts(task)) > 1:
-        draws, pick = ([stream(t, seed, hash_split, skip_bad_rows, held_out) for t in parts(task)],
+        draws, pick = ([stream(t, seed, hash_split, skip_bad_rows, held_out, dataset_path) for t in parts(task)],
                        random.Random(f"{task}/mix/{seed}"))
         return lambda: pick.choice(draws)()
+    if procedural.is_procedural(task):
+        return procedural.stream(task, seed)
+    if benchmarks.is_benchmark(task):
+        pool, rng = benchmarks.examples(task, "train", None, dataset_path), random.Random(seed)
+        return lambda: rng.choice(pool)
     if task.startswith("jsonl:") or is_specialist(task):
         pool = (
             _kb(task, None if held_out else "train", seed)

@@ -27,15 +27,20 @@ import torch
 from tqdm import tqdm
 
 from .. import tasks
+from ..agents import GenerationSettings
 from ..engines import add_engine_arguments, engine_from_args
 from ..errors import user_errors
 from ..pipeline import MODES, Pipeline
 from ..results import RunResult
+from ..scoring.thinking import split_thinking
 from ..tasks import kb
+from ..tasks.benchmarks import BENCHMARKS
 from . import catalog
-from .stats import percentile
+from .protocol import PROTOCOLS, Protocol
+from .protocol import get as get_protocol
+from .stats import percentile, wilson
 
-Variant = Callable[[Pipeline, list[tasks.Example]], list[tuple[RunResult, str]]]
+Variant = Callable[[Pipeline, list[tasks.Example], GenerationSettings], list[tuple[RunResult, tasks.Example]]]
 
 
 def _variant(mode: str = "tflow", rewrite: Callable[[tasks.Example], tasks.Example] | None = None,
@@ -44,18 +49,18 @@ def _variant(mode: str = "tflow", rewrite: Callable[[tasks.Example], tasks.Examp
     """Run `mode` on a batch. rewrite: replace each example (scored against its new answer);
     senders_read: the example whose question and private contexts the senders read instead;
     keep_senders: fuse only these senders' perturbations."""
-    def run(pipe: Pipeline, batch: list[tasks.Example]) -> list[tuple[RunResult, str]]:
+    def run(pipe: Pipeline, batch: list[tasks.Example], settings: GenerationSettings) -> list[tuple[RunResult,
+                                                                                                  tasks.Example]]:
         batch = [rewrite(e) for e in batch] if rewrite else batch
         read = [senders_read(e) for e in batch] if senders_read else batch
-        answer, message = tasks.budgets(batch[0].task)
-        res = pipe.run_batch([e.question for e in batch], mode, [o.contexts for o in read],
+        res = pipe.run_batch([e.question for e in batch], mode, [o.contexts for o in read], settings=settings,
                              sender_questions=[o.question for o in read] if senders_read else None,
-                             keep_senders=keep_senders, max_new_tokens=answer, sender_max_new_tokens=message)
-        return [(r, e.answer) for r, e in zip(res, batch)]
+                             keep_senders=keep_senders)
+        return list(zip(res, batch))
     return run
 
 
-def _by_attribute(rows: list[tuple[RunResult, str]], correct: list[bool]) -> dict:
+def _by_attribute(rows: list[tuple[RunResult, tasks.Example]], correct: list[bool]) -> dict:
     """kb questions: the accuracy per attribute (friend, age, lucky number), to see which facts travel."""
     names = [kb.attribute_of(r.question) for r, _ in rows]
     if None in names:
@@ -66,16 +71,33 @@ def _by_attribute(rows: list[tuple[RunResult, str]], correct: list[bool]) -> dic
     return {"by_attribute": {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in groups.items()}}
 
 
-def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, Variant], batch_size: int = 1) -> dict:
+def _thinking_tokens(pipe: Pipeline, rows: list[tuple[RunResult, tasks.Example]]) -> dict:
+    """Tokens the receiver spent thinking (`<think>...</think>`, stripped before scoring), when it thought at all."""
+    thoughts = [split_thinking(r.answer)[0] for r, _ in rows]
+    if not any(thoughts):
+        return {}
+    tok = pipe.backbone.tokenizer
+    return {"thinking_tokens_per_query": statistics.fmean(len(tok(t).input_ids) if t else 0 for t in thoughts)}
+
+
+def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, Variant], batch_size: int = 1,
+             protocol: Protocol = PROTOCOLS["greedy"], samples: int = 1, seed: int = 0) -> dict:
+    """Every variant on every example (`samples` times each, pass@1 their mean), scored as each task is scored."""
     results = {}
     for name, variant in variants.items():
-        rows: list[tuple[RunResult, str]] = []
-        for i in tqdm(range(0, len(examples), batch_size), desc=name, mininterval=5):
-            rows += variant(pipe, examples[i : i + batch_size])
-        correct = [tasks.is_correct(r.answer, ref, r.question) for r, ref in rows]
+        rows: list[tuple[RunResult, tasks.Example]] = []
+        for k in range(samples):
+            for i in tqdm(range(0, len(examples), batch_size), desc=name + (f" sample {k + 1}" if samples > 1 else ""),
+                          mininterval=5):
+                batch = examples[i : i + batch_size]
+                settings = protocol.settings(batch[0].task, seed=(seed * 1_000_003 + k) * 100_003 + i)
+                rows += variant(pipe, batch, settings)
+        correct = tasks.grade([e for _, e in rows], [r.answer for r, _ in rows])
         seconds = [r.timings["total"] for r, _ in rows]
         results[name] = {
             "accuracy": sum(correct) / len(rows),
+            "accuracy_ci95": wilson(sum(correct), len(rows)),
+            "samples": samples,
             "tokens_per_query": statistics.fmean(r.usage.total_tokens for r, _ in rows),
             "paper_tokens_per_query": statistics.fmean(r.paper_tokens for r, _ in rows),  # the release's accounting
             "receiver_prompt_tokens": statistics.fmean(r.receiver_prompt_tokens for r, _ in rows),
@@ -84,8 +106,13 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
             "seconds_p90": percentile(seconds, 0.9),
             "kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r, _ in rows),
             "n": len(rows),
+            **_thinking_tokens(pipe, rows),
             **_by_attribute(rows, correct),
-            "examples": [{"question": r.question, "answer": r.answer, "reference": ref} for r, ref in rows[:3]],
+            "examples": [{"question": r.question, "answer": r.answer, "reference": e.answer} for r, e in rows[:3]],
+            **({"items": [{"id": e.grading.get("id", str(j % len(examples))), "correct": ok,
+                           **({"error_type": e.grading["error_type"]} if "error_type" in e.grading else {})}
+                          for j, ((_, e), ok) in enumerate(zip(rows, correct, strict=True))]}
+               if examples[0].kind else {}),
         }
     return results
 
@@ -114,12 +141,15 @@ def format_table(task: str, results: dict) -> str:
     extra = (" paper tokens / query |", " ---: |") if paper else ("", "")
     lines = [f"task: {task}", f"| mode | accuracy % | tokens / query |{extra[0]} seconds / query | n |",
              f"| --- | ---: | ---: |{extra[1]} ---: | ---: |"]
+    ci = all("accuracy_ci95" in r for r in results.values())  # older JSON files have no interval
+    if ci:
+        lines[1] = lines[1].replace("accuracy %", "accuracy % [95% interval]")
     for name, r in results.items():
         cell = f" {r['paper_tokens_per_query']:.1f} |" if paper else ""
-        lines.append(
-            f"| {name} | {100 * r['accuracy']:.1f} | {r['tokens_per_query']:.1f} |{cell} {r['seconds_per_query']:.4f} "
-            f"| {r['n']} |"
-        )
+        acc = f"{100 * r['accuracy']:.1f}" + (" [{:.1f}, {:.1f}]".format(*(100 * x for x in r["accuracy_ci95"]))
+                                              if ci else "")
+        lines.append(f"| {name} | {acc} | {r['tokens_per_query']:.1f} |{cell} {r['seconds_per_query']:.4f} "
+                     f"| {r['n']} |")
     for name, r in results.items():
         if "by_attribute" in r:
             lines.append(
@@ -139,11 +169,20 @@ def main(argv: list[str] | None = None) -> None:
         "--task",
         required=True,
         help="note (a real model's) | relay | split | arith | kb (needs --sender-model) "
-             "| kb@N (a fresh knowledge base, seed N) | kb-words@N (one with one-token values) | jsonl:PATH",
+             "| kb@N (a fresh knowledge base, seed N) | kb-words@N (one with one-token values) | jsonl:PATH "
+             "| a benchmark: gsm8k, math, math-500, mmlu-redux, mmlu-redux-all, humaneval, humaneval+, mbpp+ "
+             "| rg:NAME (a reasoning-gym dataset)",
     )
+    p.add_argument("--dataset-path", default=None,
+                   help="a benchmark's local copy in the hub's format (a .jsonl/.json/.parquet file, a folder with "
+                        "<split>.jsonl, or a save_to_disk folder): no hub access")
+    p.add_argument("--protocol", default="greedy", choices=sorted(PROTOCOLS),
+                   help="greedy (default) or paper: thinking mode where the template has it, temperature 0.6, "
+                        "top-p 0.95, the paper's budgets, a seed per query")
+    p.add_argument("--samples", type=int, default=1, help="samples per query (pass@1 is their mean; needs sampling)")
     p.add_argument("--modes", default="single,textmas,tflow", help="comma-separated: single,textmas,tflow,static")
     p.add_argument("--limit", type=int, default=None,
-                   help="queries to evaluate (default: 300 of a built-in task, every row of a JSONL file)")
+                   help="queries to evaluate (default: 300 of a generated task, every row of a file or benchmark)")
     p.add_argument("--seed", type=int, default=0, help="which test queries are drawn (built-in tasks) and their order")
     p.add_argument(
         "--model",
@@ -195,8 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or not modes:
         raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(MODES)}")
     # the data are checked (every bad row named) before any model is loaded
-    limit = a.limit if a.limit is not None or a.task.startswith("jsonl:") else 300
-    examples = tasks.examples(a.task, a.split, limit, a.seed, hash_split=a.split_by_hash, skip_bad_rows=a.skip_bad_rows)
+    protocol = get_protocol(a.protocol)
+    if a.samples < 1 or (a.samples > 1 and not protocol.do_sample):
+        raise ValueError(f"--samples {a.samples}: more than one sample needs a sampling protocol (--protocol paper)")
+    whole = a.task.startswith("jsonl:") or a.task in BENCHMARKS
+    limit = a.limit if a.limit is not None or whole else 300
+    examples = tasks.examples(a.task, a.split, limit, a.seed, hash_split=a.split_by_hash, skip_bad_rows=a.skip_bad_rows,
+                              dataset_path=a.dataset_path)
     if a.task.startswith("jsonl:"):
         skipped = tasks.load_jsonl(a.task[len("jsonl:"):], skip_bad_rows=True)[1]
         print(
@@ -214,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device,
                                     static_adapter=static if "static" in modes else None, sender_model=a.sender_model,
                                     engine=engine)
+    ran = protocol.apply(*{id(b): b for b in (pipe.backbone, pipe.sender_backbone)}.values())
     variants: dict[str, Variant] = {m: _variant(m) for m in modes}
     if a.shuffle_conditions:  # each query's senders read the next query (question and contexts)
         index = {e.key: i for i, e in enumerate(examples)}
@@ -224,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.swap_facts:  # relay with another fact value: does the answer follow the senders?
         rng = random.Random(a.seed)
         variants["tflow_swapped_fact"] = _variant(rewrite=lambda e: tasks.swap_fact(e, rng))
-    results = evaluate(pipe, examples, variants, a.batch_size)
+    results = evaluate(pipe, examples, variants, a.batch_size, protocol, a.samples, a.seed)
     print(format_table(a.task, results))
     report = {
         "command": "python -m tflow.tools.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -239,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         "generator": generator,
         "static_adapter": static,
         "engine": engine.describe(),
-        "decoding": "greedy",
+        "decoding": "greedy" if not protocol.do_sample else f"sampling, {a.samples} sample(s) per query",
+        "protocol": ran,
+        "dataset_path": a.dataset_path,
         "results": results,
         "savings": savings(results),
     }

@@ -95,13 +95,15 @@ class TrainConfig:
     layers: int = 0  # with --shape: the first N layers (0: all)
     hash_split: bool = False  # jsonl: train on the 4/5 of the file outside the test hash bucket
     skip_bad_rows: bool = False  # jsonl: skip malformed rows instead of failing
+    dataset_path: str = ""  # a benchmark's local copy in the hub's format (empty: the hub)
     arch: str = "grid"  # generator architecture: grid (ours) or release (the paper's)
     generator: GeneratorConfig | ReleaseConfig = field(
         default_factory=GeneratorConfig
     )  # the arch's; rank and alpha also shape --static
 
     HELP = {  # not annotated: a class attribute, not a field
-        "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N, kb-words@N or jsonl:PATH",
+        "task": "what to train on: note (a real model's), relay, split, arith, kb, kb@N, kb-words@N, jsonl:PATH, "
+                "a benchmark with a train split (gsm8k) or rg:NAME",
         "model": "the frozen receiver: tiny, smollm2-135m-instruct (fetched once), "
                  "a GGUF file, a directory or a hub name",
         "sender_model": "the senders' backbone (default: the receiver's); "
@@ -131,6 +133,7 @@ class TrainConfig:
         "layers": "with --shape: only the first N layers (0: all)",
         "hash_split": "jsonl: train on the 4/5 of the file outside the test hash bucket",
         "skip_bad_rows": "jsonl: skip malformed rows instead of failing",
+        "dataset_path": "a benchmark's local copy in the hub's format (a file, or a folder with train.jsonl)",
         "arch": "generator architecture: grid (ours) or release (the paper's)",
     }
 
@@ -261,7 +264,7 @@ class _Objective:
             self.pipe.clear_cache()
             answers = [r.answer for r in results]
         self.module.train()
-        return sum(tasks.is_correct(a, e.answer, e.question) for a, e in zip(answers, dev)) / len(dev)
+        return sum(tasks.grade(dev, answers)) / len(dev)
 
     def save(self, out_dir: Path, meta: dict) -> None:
         if self.cfg.static:
@@ -337,7 +340,7 @@ def train(cfg: TrainConfig) -> dict:
     # cpu=True is what makes accelerate use gloo across CPU processes (MULTI_CPU).
     accel = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     draw_check = tasks.stream(cfg.task, seed=cfg.seed, hash_split=cfg.hash_split, skip_bad_rows=cfg.skip_bad_rows,
-                              held_out=cfg.knows)  # data errors first
+                              held_out=cfg.knows, dataset_path=cfg.dataset_path)  # data errors first
     backbone = _receiver(cfg, accel.device if cfg.device == "auto" else cfg.device)
     roles = Roles()
     senders = None
@@ -360,11 +363,11 @@ def train(cfg: TrainConfig) -> dict:
     module, opt = accel.prepare(obj.module, opt)
     rank_seed = cfg.seed * 1000 + accel.process_index
     draw = tasks.stream(cfg.task, seed=rank_seed + 7919 * start_step, hash_split=cfg.hash_split,
-                        skip_bad_rows=cfg.skip_bad_rows, held_out=cfg.knows)
+                        skip_bad_rows=cfg.skip_bad_rows, held_out=cfg.knows, dataset_path=cfg.dataset_path)
     # a specialist is checked on what it must know and no generator may see: group B's facts
     dev_split = "test" if cfg.knows else "train"
     dev = tasks.examples(cfg.task, dev_split, cfg.eval_size, seed=cfg.seed + 10_000, hash_split=cfg.hash_split,
-                         skip_bad_rows=cfg.skip_bad_rows)
+                         skip_bad_rows=cfg.skip_bad_rows, dataset_path=cfg.dataset_path)
 
     per_process = max(1, cfg.batch_size // accel.num_processes)
     history, ema, t0, step_seconds = [], None, time.time(), []

@@ -1,0 +1,207 @@
+"""A benchmark slice in the Studio: the items of a task or benchmark run through several modes, one after another,
+scored as the field scores them (`tflow.tasks.grade`; code in the sandbox), summed up as Table-1 rows.
+
+Nothing here imports gradio: `run_items` posts one event per (item, mode) and the tab draws from the record.
+Items the Studio has offered (a slice, the Ask tab's benchmark examples) are remembered by question, so an answer to
+one of them is judged by its benchmark's scorer wherever it appears (`verdict_for`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .. import tasks
+from ..agents import GenerationSettings
+from ..lru import LRUCache
+from ..results import RunResult
+from ..tasks.benchmarks import BENCHMARKS
+from ..tools.stats import wilson
+from .registry import Studio
+
+PROCEDURAL = ("rg:chain_sum", "rg:basic_arithmetic", "rg:gsm_symbolic", "rg:leg_counting")
+MAX_ITEMS = 500
+_ITEMS: LRUCache[str, tasks.Example] = LRUCache(4096)  # question -> the benchmark item it is
+_VERDICTS: LRUCache[tuple[str, str], bool] = LRUCache(4096)
+
+
+def remember(items: list[tasks.Example]) -> None:
+    for ex in items:
+        if ex.kind:
+            _ITEMS.put(ex.question, ex)
+
+
+def verdict_for(question: str, answer: str) -> bool | None:
+    """The benchmark scorer's verdict on `answer` when `question` is an item the Studio offered, else None."""
+    ex = _ITEMS.get(question)
+    if ex is None:
+        return None
+    hit = _VERDICTS.get((question, answer))
+    if hit is None:
+        hit = tasks.grade_one(ex, answer)
+        _VERDICTS.put((question, answer), hit)
+    return hit
+
+
+def benchmark_path(studio: Studio, task: str) -> str | None:
+    """The local copy of a benchmark under --benchmarks-dir (`DIR/<name>/test.jsonl`, the hub's format), if any."""
+    root = studio.cfg.benchmarks_dir
+    folder = Path(root) / task if root and task in BENCHMARKS else None
+    return str(folder) if folder is not None and folder.is_dir() else None
+
+
+def ask_examples() -> list[dict]:
+    """Benchmark items for the Ask tab's examples: HumanEval's first two problems and two procedural items."""
+    items = [*tasks.examples("humaneval", "test", 2), *tasks.examples(PROCEDURAL[0], "test", 2)]
+    remember(items)
+    return [{"task": e.task, "question": e.question, "contexts": list(e.contexts), "answer": e.answer} for e in items]
+
+
+def available_tasks(studio: Studio) -> list[str]:
+    """What the loaded backbone has data for: its generators' tasks, HumanEval (from its package), the benchmarks
+    under --benchmarks-dir, and a few procedural reasoning-gym tasks."""
+    own = list(dict.fromkeys(c.task for c in studio.generators.values() if c.trained and c.task))
+    local = [name for name in BENCHMARKS if benchmark_path(studio, name)]
+    return list(dict.fromkeys([*own, "humaneval", *local, *PROCEDURAL]))
+
+
+@dataclass
+class BenchmarkRecord:
+    """One slice: its items, every (item, mode) result and verdict, and how the run ended."""
+
+    task: str
+    modes: tuple[str, ...]
+    generator: str
+    static: str
+    items: list[tasks.Example]
+    settings: GenerationSettings
+    started: str = field(default_factory=lambda: time.strftime("%H:%M:%S"))
+    results: dict[int, dict[str, RunResult]] = field(default_factory=dict)
+    verdicts: dict[int, dict[str, bool]] = field(default_factory=dict)
+    errors: dict[int, dict[str, str]] = field(default_factory=dict)
+    finished: int = 0  # (item, mode) pairs done
+    state: str = "running"  # running | done | cancelled
+    key: int = field(default_factory=lambda: time.monotonic_ns())  # names the slice across copies of the record
+
+    @property
+    def total(self) -> int:
+        return len(self.items) * len(self.modes)
+
+
+def make_record(studio: Studio, task: str, n: int, modes: list[str], generator: str, static: str) -> BenchmarkRecord:
+    """A slice's record, its items loaded and checked (ValueError with a readable message on bad input)."""
+    if task not in available_tasks(studio):
+        raise ValueError(f"unknown task or benchmark {task!r}: choose one of {', '.join(available_tasks(studio))}")
+    if not 1 <= int(n) <= MAX_ITEMS:
+        raise ValueError(f"the number of items must be from 1 to {MAX_ITEMS}, got {n}")
+    chosen = tuple(m for m in ("single", "textmas", "tflow", "static") if m in (modes or []))
+    if not chosen:
+        raise ValueError("no mode is selected: tick at least one")
+    studio.pipeline(generator, static)  # validates both names
+    generator = studio.generator_for(task) or generator  # the task's own checkpoints where it has them
+    static = own if (own := studio.static_for(task)) != "none" else static
+    if "static" in chosen and static == "none":
+        raise ValueError("Static LoRA needs a static adapter: pick one in the Ask tab or untick Static LoRA")
+    items = tasks.examples(task, "test", int(n), seed=0, dataset_path=benchmark_path(studio, task))
+    remember(items)
+    answer, message = tasks.budgets(task)
+    return BenchmarkRecord(task, chosen, generator, static, items,
+                           GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message))
+
+
+def run_items(studio: Studio, record: BenchmarkRecord, post: Callable[[], None], stop: threading.Event) -> None:
+    """Every item through every mode, posting after each; never raises (an error is recorded for its item)."""
+    pipe = studio.pipeline(record.generator, record.static)
+    for i, ex in enumerate(record.items):
+        for mode in record.modes:
+            if stop.is_set():
+                record.state = "cancelled"
+                post()
+                return
+            try:
+                result = pipe.run(ex.question, mode, sender_context=list(ex.contexts), settings=record.settings,
+                                  should_stop=stop.is_set)
+                record.results.setdefault(i, {})[mode] = replace(result, sender_states=None)  # MBs per answer
+                record.verdicts.setdefault(i, {})[mode] = tasks.grade_one(ex, result.answer)
+            except (ValueError, OSError) as e:
+                record.errors.setdefault(i, {})[mode] = str(e)
+            record.finished += 1
+            post()
+    record.state = "done"
+    post()
+
+
+def _summary(record: BenchmarkRecord, mode: str) -> dict | None:
+    done = [i for i in record.verdicts if mode in record.verdicts[i]]
+    if not done:
+        return None
+    k, n = sum(record.verdicts[i][mode] for i in done), len(done)
+    rs = [record.results[i][mode] for i in done]
+    return {"accuracy": k / n, "ci95": wilson(k, n), "n": n,
+            "tokens": statistics.fmean(r.usage.total_tokens for r in rs),
+            "paper_tokens": statistics.fmean(r.paper_tokens for r in rs),
+            "seconds": statistics.fmean(r.timings["total"] for r in rs)}
+
+
+def summaries(record: BenchmarkRecord) -> dict[str, dict]:
+    return {m: s for m in record.modes if (s := _summary(record, m)) is not None}
+
+
+def table_rows(record: BenchmarkRecord) -> list[list]:
+    """One Table-1 row per mode: accuracy with its 95% interval, tokens in both counts, seconds per query, n."""
+    return [[m, f"{100 * s['accuracy']:.1f} [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]",
+             round(s["tokens"], 1), round(s["paper_tokens"], 1), round(s["seconds"], 3), s["n"]]
+            for m, s in summaries(record).items()]
+
+
+def savings_markdown(record: BenchmarkRecord) -> str:
+    s = summaries(record)
+    if "tflow" not in s:
+        return ""
+    t, lines = s["tflow"], []
+    for base, label in (("textmas", "TextMAS"), ("single", "Single")):
+        if base in s:
+            b = s[base]
+            lines.append(f"TFlow against {label}: {100 * (1 - t['tokens'] / b['tokens']):+.1f}% tokens saved "
+                         f"({100 * (1 - t['paper_tokens'] / b['paper_tokens']):+.1f}% as the paper counts), "
+                         f"{b['seconds'] / t['seconds']:.2f}x its speed, accuracy "
+                         f"{100 * (t['accuracy'] - b['accuracy']):+.1f} points")
+    return "\n\n".join(lines)
+
+
+def item_rows(record: BenchmarkRecord) -> list[list]:
+    """One row per item: its number, id, question and each mode's verdict (… while it runs)."""
+    def mark(i: int, m: str) -> str:
+        if m in record.errors.get(i, {}):
+            return "error"
+        v = record.verdicts.get(i, {}).get(m)
+        return "…" if v is None else ("✔" if v else "✘")
+
+    return [[i + 1, ex.grading.get("id", str(i)), ex.question[:90].replace("\n", " "),
+             *(mark(i, m) for m in record.modes)] for i, ex in enumerate(record.items)]
+
+
+def to_json(record: BenchmarkRecord) -> str:
+    return json.dumps({
+        "task": record.task, "modes": list(record.modes), "generator": record.generator, "static": record.static,
+        "started": record.started, "state": record.state, "summary": summaries(record),
+        "items": [{"id": ex.grading.get("id", str(i)), "question": ex.question,
+                   "answers": {m: r.answer for m, r in record.results.get(i, {}).items()},
+                   "correct": record.verdicts.get(i, {}), "errors": record.errors.get(i, {})}
+                  for i, ex in enumerate(record.items)]}, indent=2)
+
+
+def to_csv(record: BenchmarkRecord) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["task", "mode", "accuracy", "ci95_low", "ci95_high", "tokens_per_query", "paper_tokens_per_query",
+                "seconds_per_query", "n"])
+    for m, s in summaries(record).items():
+        w.writerow([record.task, m, s["accuracy"], *s["ci95"], s["tokens"], s["paper_tokens"], s["seconds"], s["n"]])
+    return out.getvalue()
