@@ -4,7 +4,7 @@
 # torch-heavy meanwhile). Each step is seeded; the trainings are long, run them in the background:
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
 # Usage: bash scripts/build_real.sh [step ...]
-#   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate humaneval
+#   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate humaneval candidates
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -191,4 +191,16 @@ if has humaneval; then
   python -m tflow.tools.evaluate --task humaneval --model $MODEL --modes single,textmas,tflow,static --limit 20 \
     --batch-size 4 --generator checkpoints/generators/smollm2-note --static-adapter checkpoints/static/smollm2-note \
     --json checkpoints/results/smollm2-humaneval-slice.json
+fi
+
+if has candidates; then
+  # The paper's shared-question setting needs tasks where SmolLM2 alone is neither hopeless nor done: Single, greedy,
+  # the Executor prompt, on 50 test items of each candidate reasoning-gym task (seed 0). Tasks with Single between
+  # about 10% and 60% are the ones to train on; the table is in RESULTS.md (candidates).
+  mkdir -p checkpoints/results/candidates
+  for t in basic_arithmetic chain_sum gsm_symbolic leg_counting letter_counting simple_equations syllogism \
+           count_bits; do
+    python -m tflow.tools.evaluate --task rg:$t --model $MODEL --modes single --limit 50 --batch-size 8 \
+      --json checkpoints/results/candidates/$t.json
+  done
 fi

@@ -20,6 +20,7 @@ SCRIPTS = {
     "tflow-bench": "tflow.tools.bench:main",
     "tflow-pretrain": "tflow.tools.pretrain:main",
     "tflow-convert-release": "tflow.tools.convert_release:main",
+    "tflow-score": "tflow.tools.score:main",
     "tflow-vllm": "tflow.engines.vllm_server:main",
 }
 # The Studio's modules, top to bottom: each may import only the ones after it (and the library).
@@ -204,6 +205,7 @@ def _parsers_of(module: str) -> list:
         "tflow.tools.bench",
         "tflow.tools.pretrain",
         "tflow.tools.convert_release",
+        "tflow.tools.score",
         "tflow.studio.cli",
     ],
 )
