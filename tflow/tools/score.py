@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", required=True, help="a benchmark (gsm8k, humaneval, ...), rg:NAME or any built-in task")
     p.add_argument("--predictions", required=True, help="JSONL: one completion per line (see --help's text)")
     p.add_argument("--dataset-path", default=None, help="the benchmark's local copy in the hub's format")
-    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="the split the predictions answer")
     p.add_argument("--seed", type=int, default=0, help="generated tasks: the seed their items were drawn with")
     p.add_argument("--json", default=None, help="write the report with every item's verdict here")
     a = p.parse_args(argv)
