@@ -54,6 +54,8 @@ def _survivors() -> list[int]:
     return mine
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="as another user the program keeps the evaluator's user id and could "
+                    "signal it: the sandbox promises this only when the evaluator runs as root (CI does)")
 def test_hostile_programs_fail_within_their_limits_and_leave_nothing_behind(listener, tmp_path, monkeypatch):
     port, arrived = listener
     monkeypatch.setenv("TFLOW_TEST_SECRET", "hunter2-Zq9")
