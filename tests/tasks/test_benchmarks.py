@@ -79,3 +79,12 @@ def test_procedural_tasks_are_seeded_disjoint_and_scored_by_their_own_verifier()
     assert not any(tasks.grade(test[:5], ["\\boxed{nonsense}"] * 5))
     with pytest.raises(ValueError, match="unknown reasoning-gym dataset"):
         procedural.examples("rg:no_such_thing", "test", 2)
+
+
+def test_procedural_settings_set_the_difficulty_and_a_small_item_space_says_so():
+    easy = procedural.examples("rg:chain_sum:min_terms=2,max_terms=2,min_digits=1,max_digits=1", "test", 5)
+    assert all(e.question.count("+") + e.question.count("-") == 1 for e in easy)
+    with pytest.raises(ValueError, match="only 37 distinct test items"):
+        procedural.examples("rg:chain_sum:min_terms=2,max_terms=2,min_digits=1,max_digits=1", "test", 50)
+    with pytest.raises(ValueError, match="not a setting of chain_sum"):
+        procedural.examples("rg:chain_sum:digits=1", "test", 1)
