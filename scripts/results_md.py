@@ -167,9 +167,10 @@ def candidates() -> list[str]:
         return []
     rows = []
     for path in paths:
-        r = json.loads(path.read_text())["results"]["single"]
+        report = json.loads(path.read_text())
+        r = report["results"]["single"]
         lo, hi = r["accuracy_ci95"]
-        rows.append(f"| rg:{path.stem} | {100 * r['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] | "
+        rows.append(f"| {report['task']} | {100 * r['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] | "
                     f"{r['generated_tokens']:.0f} | {r['seconds_per_query']:.2f} | {r['n']} |")
     return ["- candidates for the paper's shared-question setting on SmolLM2-135M-Instruct (`bash "
             "scripts/build_real.sh candidates`; Single, greedy, the Executor prompt, 50 test items of each "

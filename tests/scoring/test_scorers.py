@@ -89,3 +89,12 @@ def test_score_dispatches_the_text_kinds_and_refuses_unknown_ones():
     assert score("number", "#### 3", "3") and score("choice", "(A)", "A") and score("math", "\\boxed{2}", "2")
     with pytest.raises(ValueError, match="unknown answer kind"):
         score("essay", "x", "y")
+
+
+def test_procedural_answers_are_read_as_stated_boxed_or_as_a_final_number():
+    from tflow.scoring import procedural
+
+    assert procedural.extract("Yes.") == "Yes" and procedural.extract("**No**") == "No"
+    assert procedural.extract("The letter appears 7 times.", numeric=True) == "7"
+    assert procedural.extract("First 3, then \\boxed{12}.", numeric=True) == "12"
+    assert procedural.extract("The total is 1,204 legs.", numeric=True) == "1204"
