@@ -98,3 +98,4 @@ def test_procedural_answers_are_read_as_stated_boxed_or_as_a_final_number():
     assert procedural.extract("The letter appears 7 times.", numeric=True) == "7"
     assert procedural.extract("First 3, then \\boxed{12}.", numeric=True) == "12"
     assert procedural.extract("The total is 1,204 legs.", numeric=True) == "1204"
+    assert procedural.extract("It is " + "9" * 40 + " bits.", numeric=True) == "9" * 40  # beyond Decimal's precision

@@ -24,7 +24,7 @@ def extract(completion: str, numeric: bool = False) -> str:
         if found:
             return found[-1].strip().rstrip(".").strip()
     if numeric and (value := number.extract(text)) is not None:
-        return str(value.normalize().quantize(1) if value == value.to_integral_value() else value.normalize())
+        return str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1].rstrip(".").strip("*").strip() if lines else ""
 
