@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from ..agents import GenerationSettings
 from ..lru import LRUCache
 from ..results import RunResult
 from ..tasks.benchmarks import BENCHMARKS
-from ..tools.stats import wilson
+from ..tools.evaluate import mode_summary, savings
 from .registry import Studio
 
 PROCEDURAL = ("rg:chain_sum", "rg:basic_arithmetic", "rg:gsm_symbolic", "rg:leg_counting")
@@ -137,42 +136,31 @@ def run_items(studio: Studio, record: BenchmarkRecord, post: Callable[[], None],
     post()
 
 
-def _summary(record: BenchmarkRecord, mode: str) -> dict | None:
-    done = [i for i in record.verdicts if mode in record.verdicts[i]]
-    if not done:
-        return None
-    k, n = sum(record.verdicts[i][mode] for i in done), len(done)
-    rs = [record.results[i][mode] for i in done]
-    return {"accuracy": k / n, "ci95": wilson(k, n), "n": n,
-            "tokens": statistics.fmean(r.usage.total_tokens for r in rs),
-            "paper_tokens": statistics.fmean(r.paper_tokens for r in rs),
-            "seconds": statistics.fmean(r.timings["total"] for r in rs)}
-
-
 def summaries(record: BenchmarkRecord) -> dict[str, dict]:
-    return {m: s for m in record.modes if (s := _summary(record, m)) is not None}
+    """Each mode's Table-1 numbers over the items it has answered (those of `tflow-evaluate`: `mode_summary`)."""
+    out = {}
+    for m in record.modes:
+        done = [i for i in record.verdicts if m in record.verdicts[i]]
+        if done:
+            out[m] = mode_summary([record.results[i][m] for i in done], [record.verdicts[i][m] for i in done])
+    return out
 
 
 def table_rows(record: BenchmarkRecord) -> list[list]:
     """One Table-1 row per mode: accuracy with its 95% interval, tokens in both counts, seconds per query, n."""
-    return [[m, f"{100 * s['accuracy']:.1f} [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]",
-             round(s["tokens"], 1), round(s["paper_tokens"], 1), round(s["seconds"], 3), s["n"]]
-            for m, s in summaries(record).items()]
+    return [[m, "{:.1f} [{:.0f}, {:.0f}]".format(*(100 * x for x in (s["accuracy"], *s["accuracy_ci95"]))),
+             round(s["tokens_per_query"], 1), round(s["paper_tokens_per_query"], 1),
+             round(s["seconds_per_query"], 3), s["n"]] for m, s in summaries(record).items()]
 
 
 def savings_markdown(record: BenchmarkRecord) -> str:
     s = summaries(record)
-    if "tflow" not in s:
-        return ""
-    t, lines = s["tflow"], []
-    for base, label in (("textmas", "TextMAS"), ("single", "Single")):
-        if base in s:
-            b = s[base]
-            lines.append(f"TFlow against {label}: {100 * (1 - t['tokens'] / b['tokens']):+.1f}% tokens saved "
-                         f"({100 * (1 - t['paper_tokens'] / b['paper_tokens']):+.1f}% as the paper counts), "
-                         f"{b['seconds'] / t['seconds']:.2f}x its speed, accuracy "
-                         f"{100 * (t['accuracy'] - b['accuracy']):+.1f} points")
-    return "\n\n".join(lines)
+    saved = savings(s)  # tflow-evaluate's
+    return "\n\n".join(
+        f"TFlow against {label}: {saved[f'tokens_saved_vs_{base}_pct']:+.1f}% tokens saved "
+        f"({saved[f'paper_tokens_saved_vs_{base}_pct']:+.1f}% as the paper counts), {saved[f'speedup_vs_{base}']:.2f}x "
+        f"its speed, accuracy {100 * (s['tflow']['accuracy'] - s[base]['accuracy']):+.1f} points"
+        for base, label in (("textmas", "TextMAS"), ("single", "Single")) if f"speedup_vs_{base}" in saved)
 
 
 def item_rows(record: BenchmarkRecord) -> list[list]:
@@ -203,5 +191,6 @@ def to_csv(record: BenchmarkRecord) -> str:
     w.writerow(["task", "mode", "accuracy", "ci95_low", "ci95_high", "tokens_per_query", "paper_tokens_per_query",
                 "seconds_per_query", "n"])
     for m, s in summaries(record).items():
-        w.writerow([record.task, m, s["accuracy"], *s["ci95"], s["tokens"], s["paper_tokens"], s["seconds"], s["n"]])
+        w.writerow([record.task, m, s["accuracy"], *s["accuracy_ci95"], s["tokens_per_query"],
+                    s["paper_tokens_per_query"], s["seconds_per_query"], s["n"]])
     return out.getvalue()

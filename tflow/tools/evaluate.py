@@ -20,7 +20,7 @@ import os
 import random
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -80,6 +80,15 @@ def _thinking_tokens(pipe: Pipeline, rows: list[tuple[RunResult, tasks.Example]]
     return {"thinking_tokens_per_query": statistics.fmean(len(tok(t).input_ids) if t else 0 for t in thoughts)}
 
 
+def mode_summary(results: Sequence[RunResult], correct: Sequence[bool]) -> dict:
+    """One mode's Table-1 numbers: accuracy with its 95% interval, tokens in both counts, seconds per query, n."""
+    k, n = sum(correct), len(results)
+    return {"accuracy": k / n, "accuracy_ci95": wilson(k, n),
+            "tokens_per_query": statistics.fmean(r.usage.total_tokens for r in results),
+            "paper_tokens_per_query": statistics.fmean(r.paper_tokens for r in results),  # the release's accounting
+            "seconds_per_query": statistics.fmean(r.timings["total"] for r in results), "n": n}
+
+
 def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, Variant], batch_size: int = 1,
              protocol: Protocol = PROTOCOLS["greedy"], samples: int = 1, seed: int = 0) -> dict:
     """Every variant on every example (`samples` times each, pass@1 their mean), scored as each task is scored."""
@@ -95,17 +104,12 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
         correct = tasks.grade([e for _, e in rows], [r.answer for r, _ in rows])
         seconds = [r.timings["total"] for r, _ in rows]
         results[name] = {
-            "accuracy": sum(correct) / len(rows),
-            "accuracy_ci95": wilson(sum(correct), len(rows)),
+            **mode_summary([r for r, _ in rows], correct),
             "samples": samples,
-            "tokens_per_query": statistics.fmean(r.usage.total_tokens for r, _ in rows),
-            "paper_tokens_per_query": statistics.fmean(r.paper_tokens for r, _ in rows),  # the release's accounting
             "receiver_prompt_tokens": statistics.fmean(r.receiver_prompt_tokens for r, _ in rows),
             "generated_tokens": statistics.fmean(r.usage.generated_tokens for r, _ in rows),
-            "seconds_per_query": statistics.fmean(seconds),
             "seconds_p90": percentile(seconds, 0.9),
             "kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r, _ in rows),
-            "n": len(rows),
             **_thinking_tokens(pipe, rows),
             **_by_attribute(rows, correct),
             "examples": [{"question": r.question, "answer": r.answer, "reference": e.answer} for r, e in rows[:3]],
