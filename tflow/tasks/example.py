@@ -2,8 +2,15 @@
 how an answer is scored (`kind`, `grading`)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+
+
+def in_test_bucket(key: str, every: int = 5) -> bool:
+    """Whether a generated item belongs to the test split: its key hashes into one bucket of `every`, whatever seed
+    drew it, so train and test items are disjoint by construction."""
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % every == 0
 
 
 @dataclass(frozen=True)

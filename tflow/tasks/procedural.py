@@ -11,7 +11,7 @@ import hashlib
 import itertools
 from collections.abc import Callable
 
-from .example import Example
+from .example import Example, in_test_bucket
 
 PREFIX = "rg:"
 INSTRUCTION = "Put your final answer within \\boxed{}."
@@ -57,10 +57,6 @@ def _name(task: str) -> str:
     return name
 
 
-def _in_test(question: str) -> bool:
-    return int(hashlib.sha1(question.encode()).hexdigest(), 16) % 5 == 0
-
-
 def _draws(task: str, split: str, seed: int) -> Callable[[], Example]:
     """An endless draw of distinct items of `split`, fixed by (task, split, seed)."""
     import reasoning_gym
@@ -78,7 +74,7 @@ def _draws(task: str, split: str, seed: int) -> Callable[[], Example]:
     def draw() -> Example:
         for misses, entry in enumerate(source):
             question = str(entry["question"])
-            if question in seen or _in_test(question) != want_test:
+            if question in seen or in_test_bucket(question) != want_test:
                 if misses > 50_000:  # a small item space: every distinct item of the split is drawn already
                     raise ValueError(f"{task} has only {len(seen)} distinct {split} items: ask for fewer or widen "
                                      "its settings")

@@ -25,7 +25,6 @@ disjoint by construction whatever the seed.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import benchmarks, kb, notes, procedural
-from .example import Example
+from .example import Example, in_test_bucket
 
 NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon"]
 ITEMS = ["apples", "books", "coins", "pens", "cards", "shells", "stamps", "marbles"]
@@ -72,10 +71,6 @@ def budgets(task: str) -> tuple[int, int]:
     each = [NOTE_BUDGETS.get(t, BENCHMARK_BUDGETS if benchmarks.is_benchmark(t) else PROCEDURAL_BUDGETS
                              if procedural.is_procedural(t) else (ANSWER_TOKENS, MESSAGE_TOKENS)) for t in parts(task)]
     return max(b[0] for b in each), max(b[1] for b in each)
-
-
-def _in_test(key: str, every: int = 5) -> bool:
-    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % every == 0
 
 
 def _relay(rng: random.Random) -> Example:
@@ -217,7 +212,7 @@ def is_held_out(ex: Example) -> bool:
 def in_test_split(ex: Example) -> bool:
     """A note's (or note-split's) split is the one it was drawn from; other built-in examples' split is their key's
     hash bucket or a held-out value."""
-    return is_held_out(ex) or (ex.task not in REAL_MODEL_TASKS and _in_test(ex.key))
+    return is_held_out(ex) or (ex.task not in REAL_MODEL_TASKS and in_test_bucket(ex.key))
 
 
 def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False,
@@ -246,7 +241,7 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
     if task.startswith("jsonl:"):
         rows, _ = load_jsonl(task[len("jsonl:"):], skip_bad_rows)
         if hash_split:
-            rows = [r for r in rows if _in_test(r.key) == (split == "test")]
+            rows = [r for r in rows if in_test_bucket(r.key) == (split == "test")]
             random.Random(seed).shuffle(rows)
         return rows if n is None else rows[:n]
     if is_specialist(task):
