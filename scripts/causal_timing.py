@@ -26,7 +26,6 @@ import torch  # noqa: E402
 from tflow.agents import load_backbone  # noqa: E402
 from tflow.diagnostics.causal import Probe  # noqa: E402
 from tflow.generators import load_generator  # noqa: E402
-from tflow.lora import infer_targets  # noqa: E402
 from tflow.pipeline import Pipeline  # noqa: E402
 
 PROBES = ("ablation", "sweep", "token_kl", "senders")
@@ -41,7 +40,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     backbone = load_backbone(a.model, "cpu", a.dtype)
-    spec = infer_targets(backbone.model)
+    spec = backbone.targets
     examples = json.loads((ROOT / "tflow" / "studio" / "assets" / "examples.json").read_text())
     pipes = {task: Pipeline(backbone, load_generator(Path(a.checkpoints, "generators", task), spec, a.model).eval())
              for task in dict.fromkeys(e["task"] for e in examples)}

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import tasks
 from ..agents import GenerationSettings
 from ..lru import LRUCache
+from ..pipeline import MODES
 from ..results import RunResult
 from ..tasks.benchmarks import BENCHMARKS
 from ..tools.evaluate import mode_summary, savings
@@ -99,7 +100,7 @@ def make_record(studio: Studio, task: str, n: int, modes: list[str], generator: 
         raise ValueError(f"unknown task or benchmark {task!r}: choose one of {', '.join(available_tasks(studio))}")
     if not 1 <= int(n) <= MAX_ITEMS:
         raise ValueError(f"the number of items must be from 1 to {MAX_ITEMS}, got {n}")
-    chosen = tuple(m for m in ("single", "textmas", "tflow", "static") if m in (modes or []))
+    chosen = tuple(m for m in MODES if m in (modes or []))
     if not chosen:
         raise ValueError("no mode is selected: tick at least one")
     studio.pipeline(generator, static)  # validates both names

@@ -19,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..diagnostics import viz
+from ..pipeline import MODES
 from .benchmark_run import (
     MAX_ITEMS,
     BenchmarkRecord,
@@ -31,7 +32,7 @@ from .benchmark_run import (
     to_csv,
     to_json,
 )
-from .worker import DEFAULT_ROLES, RunRecord, RunRequest, export_perturbations
+from .worker import DEFAULT_ROLES, HISTORY_LIMIT, RunRecord, RunRequest, export_perturbations
 
 TABLE_HEADERS = ["mode", "accuracy % [95% interval]", "tokens / query", "paper tokens / query", "s / query", "n"]
 CAPTION = ("**A benchmark slice, live.** The items of a task or benchmark run through each mode with the task's own "
@@ -61,8 +62,7 @@ class BenchmarkTab:
         with gr.Row():
             self.bench_task = gr.Dropdown(choices, value=choices[0], label="Task or benchmark", elem_id="bench-task")
             self.bench_n = gr.Number(10, precision=0, minimum=1, maximum=MAX_ITEMS, label="Items", elem_id="bench-n")
-            self.bench_modes = gr.CheckboxGroup([(viz.MODE_LABELS[m], m) for m in ("single", "textmas", "tflow",
-                                                                                    "static")],
+            self.bench_modes = gr.CheckboxGroup([(viz.MODE_LABELS[m], m) for m in MODES],
                                                 value=["single", "tflow"], label="Modes", elem_id="bench-modes")
         with gr.Row():
             self.bench_run = gr.Button("Run the slice", variant="primary", elem_id="bench-run")
@@ -143,6 +143,6 @@ class BenchmarkTab:
         number = history[-1].number + 1 if history else 1
         item = RunRecord(number, time.strftime("%H:%M:%S"), request, results=dict(record.results[i]))
         export_perturbations(self.studio, item)  # the Perturbation tab's downloads, as after a run
-        history = [*history, item][-20:]
+        history = [*history, item][-HISTORY_LIMIT:]
         return {self.tabs: gr.Tabs(selected="compare"),
                 **self._record_updates(item, history, source, view, layer, module)}

@@ -11,7 +11,6 @@ from dataclasses import asdict
 
 from torch import nn
 
-from .. import lora
 from ..agents import GenerationSettings, build_prompt, sender_prompts
 from ..generators import ParameterGenerator
 from ..pipeline import Pipeline, sender_shape
@@ -64,8 +63,7 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
     sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
     if not prefix_cache:  # every role prefix is computed anew
         backbone.prefix_cache.capacity = sender_bb.prefix_cache.capacity = 0
-    spec = lora.infer_targets(backbone.model)
-    gen = ParameterGenerator(shape.generator, spec, backbone.name, sender=sender_shape(sender_bb))
+    gen = ParameterGenerator(shape.generator, backbone.targets, backbone.name, sender=sender_shape(sender_bb))
     nn.init.normal_(gen.head_b.weight, std=0.02)  # non-zero factors: the real cost of applying them
     gen.to(backbone.device, backbone.dtype).eval()
     pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=sender_bb)

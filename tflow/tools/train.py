@@ -206,7 +206,7 @@ class _Objective:
     def __init__(self, cfg: TrainConfig, backbone: Backbone, roles: Roles, senders: Backbone | None = None):
         self.cfg, self.backbone, self.roles = cfg, backbone, roles
         self.senders = senders or backbone
-        self.spec = lora.infer_targets(backbone.model)
+        self.spec = backbone.targets
         torch.manual_seed(cfg.seed)
         if cfg.static:
             peft_cfg = LoraConfig(r=cfg.generator.rank, lora_alpha=cfg.generator.alpha, lora_dropout=0.0,
