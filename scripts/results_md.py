@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tflow.checkpoints import GENERATOR_CONFIG, GENERATOR_WEIGHTS, TRAINING_RECORD  # noqa: E402
 from tflow.generators import ARCHES  # noqa: E402
 from tflow.sources import known_as  # noqa: E402
 from tflow.tools.evaluate import format_table  # noqa: E402
@@ -44,7 +45,7 @@ def provenance() -> list[str]:
         )
     for kind in ("generators", "static"):
         for d in sorted((CKPT / kind).glob("*")):
-            meta_file = d / ("generator_config.json" if kind == "generators" else "training.json")
+            meta_file = d / (GENERATOR_CONFIG if kind == "generators" else TRAINING_RECORD)
             card = json.loads(meta_file.read_text())
             meta = card.get("meta", card)
             what = f"generator ({card.get('arch', 'grid')} architecture)" if kind == "generators" else "static LoRA"
@@ -57,7 +58,7 @@ def provenance() -> list[str]:
 
 
 def parameters(generator_dir: Path) -> int:
-    with safe_open(str(generator_dir / "generator.safetensors"), "pt") as f:
+    with safe_open(str(generator_dir / GENERATOR_WEIGHTS), "pt") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
 
 
@@ -98,7 +99,7 @@ def architectures() -> list[str]:
         ]
         for report in (json.loads(ours.read_text()), json.loads(path.read_text())):
             gen = ROOT / report["generator"]
-            card = json.loads((gen / "generator_config.json").read_text())
+            card = json.loads((gen / GENERATOR_CONFIG).read_text())
             r = report["results"]
             cells = [
                 f"{100 * r[m]['accuracy']:.1f}" if m in r else "-"
