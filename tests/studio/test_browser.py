@@ -361,7 +361,9 @@ def test_a_benchmark_slice_runs_live_and_opens_an_item_in_compare(session: Sessi
     question = cell(0, 2).inner_text().strip()
     cell(0, 2).click()
     page.wait_for_function("() => (document.querySelector('#answer-tflow textarea')?.value || '').length > 0")
-    assert page.locator("#col-tflow").is_visible() and page.locator("#col-single").is_visible()
+    # the tab switch and the columns' visibility land a frame after the answers' text: wait, never sample once
+    page.locator("#col-tflow").wait_for(state="visible", timeout=10_000)
+    page.locator("#col-single").wait_for(state="visible", timeout=10_000)
     assert "processed tokens" in page.locator("#info-tflow").inner_text()
     assert len(question) > 10
     dismiss_toasts(page)
