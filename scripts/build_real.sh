@@ -5,6 +5,7 @@
 #   nohup bash scripts/build_real.sh generator > runs/build_real.log 2>&1 &
 # Usage: bash scripts/build_real.sh [step ...]
 #   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate humaneval candidates
+#          shared shared-static shared-evaluate (the paper's shared-question setting)
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -191,6 +192,23 @@ if has humaneval; then
   python -m tflow.tools.evaluate --task humaneval --model $MODEL --modes single,textmas,tflow,static --limit 20 \
     --batch-size 4 --generator checkpoints/generators/smollm2-note --static-adapter checkpoints/static/smollm2-note \
     --json checkpoints/results/smollm2-humaneval-slice.json
+fi
+
+# The paper's shared-question setting: two frozen senders on the receiver's backbone with the paper's role prompts
+# (Strategist, Knowledge Extractor) read the same question as the receiver, no private context; the generator reads
+# their question states (the paper's span, no copy path). Two tasks kept from the candidates (Single between about
+# 10% and 60%, see RESULTS.md): chain_sum with 2-3 one-digit terms and letter_counting, trained mixed.
+SHARED=$(python -c "from tflow.tasks.procedural import SHARED_TASKS; print('+'.join(SHARED_TASKS))")
+SHARED_TRAIN=(--model $MODEL --task "$SHARED" --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 --eval-every 200
+              --eval-size 32)
+
+if has shared; then
+  python -m tflow.tools.train "${SHARED_TRAIN[@]}" --chunk-size 2304 --out checkpoints/generators/smollm2-shared
+fi
+
+if has shared-static; then
+  # the control: one query-independent PEFT LoRA, same targets, rank, data and steps
+  python -m tflow.tools.train "${SHARED_TRAIN[@]}" --static --out checkpoints/static/smollm2-shared
 fi
 
 if has candidates; then

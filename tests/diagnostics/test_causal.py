@@ -138,6 +138,27 @@ def test_each_sender_alone_is_the_run_with_the_others_weight_zero(backbone, run)
     assert senders.none == pytest.approx(probe.sweep([0.0], max_new_tokens=1).logprob[0], **TOLERANCE[backbone.dtype])
 
 
+def test_another_querys_senders_give_that_querys_perturbation_and_its_greedy_answer(backbone, run):
+    """The shuffled control for one item: log p(answer) under the ΔW the same generator makes from another query's
+    senders is the teacher-forced log p under that run's perturbation, and the answer is what that ΔW decodes."""
+    pipe = Pipeline(backbone, loud_generator(backbone, seed=3))
+    other_contexts = ["The key is 7.", "The key is 90."]
+    other = pipe.run(QUESTION, "tflow", sender_context=other_contexts, max_new_tokens=6, ignore_eos=True)
+    probe = Probe.of_result(backbone, run)
+    got = probe.other_query(other.perturbation, QUESTION, other_contexts, max_new_tokens=6)
+    mine = teacher_forced(backbone, other.perturbation, probe.prompt_ids, probe.answer_ids)
+    assert got.other_logprob == pytest.approx(answer_logprob(mine, probe.answer_ids), **TOLERANCE[backbone.dtype])
+    assert got.logprob == pytest.approx(probe.senders().all, **TOLERANCE[backbone.dtype])
+    assert got.none == pytest.approx(probe.senders().none, **TOLERANCE[backbone.dtype])
+    if backbone.dtype == torch.float32:  # bf16's low-rank path and merged weights may pick another near-tied token
+        assert got.other_answer == other.answer
+    assert (got.other_question, got.other_contexts) == (QUESTION, other_contexts)
+    same = probe.other_query(run.perturbation, QUESTION, max_new_tokens=6)
+    assert same.other_logprob == pytest.approx(same.logprob, **TOLERANCE[backbone.dtype])
+    with pytest.raises(ValueError, match="same generator"):
+        probe.other_query(probe.scaled([0.0, 1.0]), "two queries")
+
+
 def test_the_backbone_is_left_unpatched_and_bit_identical(backbone, run):
     before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     probe = Probe.of_result(backbone, run)

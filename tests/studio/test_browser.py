@@ -274,7 +274,8 @@ def test_causal_section_on_a_relay_example_shows_the_probes_and_matches_the_api(
                         ("causal-sweep", "How much of the answer"), ("causal-kl", "Where in the answer"),
                         ("causal-senders", "Which sender")):
         wait_for_figure(page, plot, title)
-    page.wait_for_function("() => document.querySelector('#causal-status').innerText.includes('computed in')")
+    page.wait_for_function("() => document.querySelector('#causal-status').innerText.includes('computed in') && "
+                           "!document.querySelector('#causal-status').innerText.includes('●')")  # every probe done
     note = page.locator("#causal-status").inner_text()
     data = "id => document.querySelector('#' + id + ' .js-plotly-plot').data[0]"
     effects, sweep, kl = (page.evaluate(data, name) for name in ("causal-effects", "causal-sweep", "causal-kl"))
@@ -298,6 +299,12 @@ def test_causal_section_on_a_relay_example_shows_the_probes_and_matches_the_api(
     assert kl["y"] == pytest.approx(api["token_kl"]["kl"], rel=1e-9)
     rho = api["ablation"]["spearman"]
     assert (f"ρ = {rho:+.2f}" if rho is not None else "undefined") in note
+    other = api["other_query"]  # the shuffled control for this item: another relay example's senders
+    relay = [[e["question"], e["contexts"]] for e in examples if e["task"] == "relay"]
+    assert [other["other_question"], other["other_contexts"]] in relay
+    assert [other["other_question"], other["other_contexts"]] != [ex["question"], ex["contexts"]]
+    assert other["logprob"] == pytest.approx(api["senders"]["all"], abs=1e-4)
+    assert "Senders from another query" in note and other["other_answer"] in note
     seconds = {p: api[p]["seconds"] for p in ("ablation", "sweep", "token_kl", "senders")}
     assert max(seconds.values()) < 2.0, seconds
     assert_no_error_toast(page)

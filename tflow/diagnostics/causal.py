@@ -10,7 +10,9 @@ per-sample low-rank path over the prompt + answer repeated once per variant:
 - `Probe.sweep`: log p(answer) and the greedy answer with ΔW scaled by 0, 0.25, ..., 2
   (scale 0 is the plain receiver, 1 the perturbation as generated; decoding batched across scales);
 - `Probe.token_kl`: per answer token, KL(perturbed || plain) of the next-token distributions;
-- `Probe.senders`: log p(answer) with each sender alone (the others' fusion weight set to 0).
+- `Probe.senders`: log p(answer) with each sender alone (the others' fusion weight set to 0);
+- `Probe.other_query`: log p(answer) and the greedy answer with the ΔW the same generator makes when the senders read
+  another query (the shuffled control for one item: did this answer depend on this query's senders?).
 
 log p is teacher-forced over the answer's tokens only (the generated ones, with the end
 token when the answer ended on it) and, like the KL, computed in fp32 whatever the backbone's dtype.
@@ -79,6 +81,18 @@ class SenderProbe(_Result):
     all: float
     none: float
 
+
+@dataclass
+class OtherQuery(_Result):
+    """log p(answer) with this query's ΔW, with the ΔW of another query's senders and with none; the greedy answer
+    under the other query's ΔW."""
+
+    other_question: str
+    other_contexts: list[str]
+    logprob: float
+    other_logprob: float
+    none: float
+    other_answer: str
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """Spearman's rank correlation of two equally shaped arrays; None when one is constant (undefined)."""
@@ -216,3 +230,18 @@ class Probe:
         logp = self.logprobs(self.variants(weights))
         return SenderProbe(list(p.senders), logp[:s].tolist(), float(logp[s]), float(logp[s + 1]))
 
+    def other_query(self, other: lora.Perturbation, question: str, contexts: Sequence[str | None] = (),
+                    max_new_tokens: int | None = None) -> OtherQuery:
+        """`other`: the perturbation the same generator made from senders reading `question` (and `contexts`, their
+        private ones), for one query."""
+        p = self.perturbation
+        if other.batch_size != 1 or set(other.A) != set(p.A) or other.senders != p.senders:
+            raise ValueError("the other query's perturbation must come from the same generator, for one query")
+        both = replace(p, A={k: torch.cat([a, other.A[k].to(a), a]) for k, a in p.A.items()},
+                       B={k: torch.cat([b, other.B[k].to(b), b]) for k, b in p.B.items()},
+                       weights=torch.cat([p.weights, other.weights.to(p.weights), torch.zeros_like(p.weights)]))
+        own, theirs, none = self.logprobs(both).tolist()
+        budget = max_new_tokens or len(self.answer_ids)
+        with lora.apply(self.backbone.model, other, merge=False):
+            answer = generate(self.backbone, [self.prompt_ids], budget, GenerationSettings(max_new_tokens=budget))[0]
+        return OtherQuery(question, [c or "" for c in contexts], own, theirs, none, answer.text)

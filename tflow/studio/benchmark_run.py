@@ -22,10 +22,11 @@ from ..lru import LRUCache
 from ..pipeline import MODES
 from ..results import RunResult
 from ..tasks.benchmarks import BENCHMARKS
+from ..tasks.procedural import SHARED_TASKS
 from ..tools.evaluate import mode_summary, savings
 from .registry import Studio
 
-PROCEDURAL = ("rg:chain_sum", "rg:basic_arithmetic", "rg:gsm_symbolic", "rg:leg_counting")
+PROCEDURAL = (*SHARED_TASKS, "rg:chain_sum", "rg:basic_arithmetic", "rg:gsm_symbolic", "rg:leg_counting")
 MAX_ITEMS = 500
 _ITEMS: LRUCache[str, tasks.Example] = LRUCache(4096)  # question -> the benchmark item it is
 _VERDICTS: LRUCache[tuple[str, str], bool] = LRUCache(4096)
@@ -57,8 +58,9 @@ def benchmark_path(studio: Studio, task: str) -> str | None:
 
 
 def ask_examples() -> list[dict]:
-    """Benchmark items for the Ask tab's examples: HumanEval's first two problems and two procedural items."""
-    items = [*tasks.examples("humaneval", "test", 2), *tasks.examples(PROCEDURAL[0], "test", 2)]
+    """Benchmark items for the Ask tab's examples: HumanEval's first two problems and two items of each task of the
+    shared-question setting."""
+    items = [*tasks.examples("humaneval", "test", 2), *(e for t in SHARED_TASKS for e in tasks.examples(t, "test", 2))]
     remember(items)
     return [{"task": e.task, "question": e.question, "contexts": list(e.contexts), "answer": e.answer} for e in items]
 
@@ -66,7 +68,7 @@ def ask_examples() -> list[dict]:
 def available_tasks(studio: Studio) -> list[str]:
     """What the loaded backbone has data for: its generators' tasks, HumanEval (from its package), the benchmarks
     under --benchmarks-dir, and a few procedural reasoning-gym tasks."""
-    own = list(dict.fromkeys(c.task for c in studio.generators.values() if c.trained and c.task))
+    own = [t for c in studio.generators.values() if c.trained and c.task for t in tasks.parts(c.task)]
     local = [name for name in BENCHMARKS if benchmark_path(studio, name)]
     return list(dict.fromkeys([*own, "humaneval", *local, *PROCEDURAL]))
 

@@ -16,14 +16,15 @@ from .registry import Studio
 from .worker import PROBES, RunRecord, causal_probe
 
 PROBE_TEXT = {"ablation": "removing each part of ΔW", "sweep": "scaling ΔW (and decoding every scale)",
-              "token_kl": "per-token KL", "senders": "each sender alone"}
+              "token_kl": "per-token KL", "senders": "each sender alone", "other_query": "senders from another query"}
 EMPTY = "Press the button to test what this perturbation does to the answer."
 CAPTION = (
     "**What ΔW does (causal inspection).** The size of a part of ΔW is not its effect. These probes change ΔW and "
     "measure the receiver's log-probability of its own answer (teacher-forced, answer tokens only): with each "
     "layer / module removed, with ΔW scaled from 0 (the receiver alone) to 2, token by token against the plain "
-    "receiver, and with each sender alone. Every probe is one batched forward pass (each variant of ΔW is one "
-    "sample of the batch) and is computed once per run."
+    "receiver, with each sender alone, and with the ΔW the generator makes when the senders read another query of "
+    "the same task (did this answer depend on this query's senders?). Every probe is one batched forward pass (each "
+    "variant of ΔW is one sample of the batch) and is computed once per run."
 )
 
 
@@ -50,6 +51,13 @@ def notes_markdown(record: RunRecord, source: str) -> str:
         alone = ", ".join(f"{n} alone {v:.3g} ({100 * share:.0f}% of the size)"
                           for n, v, share in zip(s["senders"], s["alone"], s["norm_share"]))
         lines.append(f"log p(answer): all senders {s['all']:.3g}, {alone}, none {s['none']:.3g}.")
+    if "other_query" in done:
+        o = done["other_query"]
+        same = "the same answer" if o["other_answer"].strip() == o["answer"].strip() else "a different answer"
+        read = " ".join([o["other_question"], *(c for c in o["other_contexts"] if c)])
+        lines.append(f"Senders from another query (they read “{read[:120]}”): log p(answer) {o['logprob']:.3g} "
+                     f"with this query's senders, {o['other_logprob']:.3g} with the other's, {o['none']:.3g} with "
+                     f"none; under the other's ΔW the receiver gives {same}: “{o['other_answer']}”.")
     times = " · ".join(f"{PROBE_TEXT[n]} {1000 * d['seconds']:.0f} ms" for n, d in done.items())
     lines.append(f"<small>computed in: {times}</small>")
     return "\n\n".join(lines)
@@ -117,9 +125,10 @@ class CausalSection:
             gr.Warning("Run TFlow (or Static LoRA) first: there is no perturbation to test.")
             yield self.view(studio, record, source)
             return
-        for i, name in enumerate(PROBES):
+        probes = [n for n in PROBES if n != "other_query" or source == "tflow"]  # a static LoRA reads no senders
+        for i, name in enumerate(probes):
             out = self.view(studio, record, source)
-            out[0] = f"● {i + 1}/{len(PROBES)}: {PROBE_TEXT[name]}…\n\n" + out[0]
+            out[0] = f"● {i + 1}/{len(probes)}: {PROBE_TEXT[name]}…\n\n" + out[0]
             yield out
             try:
                 causal_probe(studio, record, source, name)

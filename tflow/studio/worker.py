@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tasks
 from ..agents import Agent, GenerationSettings, Roles, clean_text
 from ..diagnostics import measures
 from ..diagnostics.causal import Probe, spearman
@@ -30,7 +31,7 @@ DEFAULT_ROLES = Roles()
 MAX_NEW_TOKENS = 32  # the page's default for the receiver and for each TextMAS sender message
 RUN_TIMEOUT_S = 120.0
 HISTORY_LIMIT = 20
-PROBES = ("ablation", "sweep", "token_kl", "senders")
+PROBES = ("ablation", "sweep", "token_kl", "senders", "other_query")
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,14 @@ def causal_probe(studio: Studio, record: RunRecord, source: str, name: str) -> d
     probe = Probe.of_result(studio.backbone, result, record.request.roles)
     if name == "sweep":
         data = probe.sweep(max_new_tokens=record.request.settings.max_new_tokens).to_json()
+    elif name == "other_query":
+        if source != "tflow":
+            raise ValueError("only TFlow's perturbation is made from its senders: a static LoRA reads none")
+        req = record.request
+        other = other_query(studio, req.question, req.contexts, req.generator)
+        pert = studio.pipeline(req.generator, NONE).condition([other.question], [other.contexts], req.roles)
+        data = probe.other_query(pert.perturbation, other.question, other.contexts,
+                                 req.settings.max_new_tokens).to_json()
     else:
         data = getattr(probe, name)().to_json()
     if name == "ablation":
@@ -216,3 +225,25 @@ def causal_probe(studio: Studio, record: RunRecord, source: str, name: str) -> d
     data["answer"], data["seconds"] = result.answer, time.perf_counter() - t0
     record.causal[key] = data
     return data
+
+
+def other_query(studio: Studio, question: str, contexts: tuple[str, ...], generator: str) -> tasks.Example:
+    """Another query of the same task for the shuffled control of one item (the senders read another question, or the
+    same question with other private contexts): the next of the page's examples of the task this query is an example
+    of, else a test item of the generator's first task."""
+    def key(q: str, c) -> tuple:
+        return q, tuple(x or "" for x in c)
+
+    mine = key(question, contexts)
+    known = next((e["task"] for e in studio.examples if key(e["question"], e["contexts"]) == mine), None)
+    task = known or tasks.parts(studio.generators[generator].task or "")[0]
+    if not task:
+        raise ValueError("this generator records no task: there is no other query of its kind to compare with")
+    pool = [tasks.Example(e["task"], e["question"], e["answer"], tuple(e["contexts"]))
+            for e in studio.examples if e["task"] == task] or tasks.examples(task, "test", 8, seed=7)
+    at = next((i for i, e in enumerate(pool) if key(e.question, e.contexts) == mine), -1)
+    found = next((e for k in range(1, len(pool) + 1) if key((e := pool[(at + k) % len(pool)]).question, e.contexts)
+                  != mine), None)
+    if found is None:
+        raise ValueError(f"{task} has no other query to compare with")
+    return found

@@ -15,6 +15,9 @@ from .example import Example, in_test_bucket
 
 PREFIX = "rg:"
 INSTRUCTION = "Put your final answer within \\boxed{}."
+# The paper's shared-question setting on SmolLM2-135M-Instruct: the candidates where it alone is right on about 10% to
+# 60% of the items (docs/shared-question.md); its generator and static LoRA are trained on both, mixed.
+SHARED_TASKS = ("rg:chain_sum:min_terms=2,max_terms=3,min_digits=1,max_digits=1", "rg:letter_counting")
 
 
 def is_procedural(task: str) -> bool:
@@ -80,7 +83,9 @@ def _draws(task: str, split: str, seed: int) -> Callable[[], Example]:
                                      "its settings")
                 continue
             seen.add(question)
-            return Example(task, f"{question}\n\n{INSTRUCTION}", str(entry["answer"]), kind="rg",
+            answer = str(entry["answer"])
+            # trained to answer as asked (the boxed answer): the receiver already writes that format
+            return Example(task, f"{question}\n\n{INSTRUCTION}", answer, worked=f"\\boxed{{{answer}}}", kind="rg",
                            grading={"entry": entry, "dataset": name})
         raise AssertionError("reasoning-gym datasets are drawn without end")
 

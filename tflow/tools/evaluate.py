@@ -38,7 +38,7 @@ from ..tasks.benchmarks import BENCHMARKS
 from . import catalog
 from .protocol import PROTOCOLS, Protocol
 from .protocol import get as get_protocol
-from .stats import percentile, wilson
+from .stats import paired, percentile, wilson
 
 Variant = Callable[[Pipeline, list[tasks.Example], GenerationSettings], list[tuple[RunResult, tasks.Example]]]
 
@@ -139,6 +139,17 @@ def savings(results: dict) -> dict:
     return out
 
 
+def comparisons(results: dict) -> dict:
+    """TFlow against every other mode run on the same items: the paired difference with its 95% interval and
+    McNemar's exact test (`stats.paired`); the comparisons that decide whether a gain is communication are TFlow
+    against Single, the static LoRA and shuffled senders."""
+    if "items" not in results.get("tflow", {}):
+        return {}
+    mine = [i["correct"] for i in results["tflow"]["items"]]
+    return {f"tflow_vs_{name}": paired(mine, [i["correct"] for i in r["items"]])
+            for name, r in results.items() if name != "tflow" and len(r.get("items", ())) == len(mine)}
+
+
 def format_table(task: str, results: dict) -> str:
     """Markdown table; the paper-accounting column when the results have it (older JSON files do not)."""
     paper = all("paper_tokens_per_query" in r for r in results.values())
@@ -162,6 +173,10 @@ def format_table(task: str, results: dict) -> str:
             )
     for k, v in savings(results).items():
         lines.append(f"{k}: {v:.1f}" + ("%" if k.endswith("pct") else "x"))
+    for k, v in comparisons(results).items():
+        low, high = (100 * x for x in v["difference_ci95"])
+        lines.append(f"{k}: {100 * v['difference']:+.1f} points [{low:+.1f}, {high:+.1f}] (paired bootstrap), "
+                     f"McNemar p = {v['mcnemar_p']:.3g} ({v['a_only']} vs {v['b_only']} discordant items)")
     return "\n".join(lines)
 
 
@@ -293,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         "dataset_path": a.dataset_path,
         "results": results,
         "savings": savings(results),
+        "paired": comparisons(results),
     }
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
