@@ -15,6 +15,7 @@ from tflow import tasks
 from tflow.studio import benchmark_run
 from tflow.studio.benchmark_run import BenchmarkRecord, item_rows, remember, table_rows, to_csv, to_json, verdict_for
 from tflow.studio.worker import GenerationSettings
+from tflow.tasks.procedural import SHARED_TASKS
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +84,32 @@ def test_a_cancelled_slice_keeps_what_finished_for_its_table_and_downloads() -> 
 
 def test_the_ask_tabs_examples_include_benchmark_items() -> None:
     rows = benchmark_run.ask_examples()
-    assert [r["task"] for r in rows] == ["humaneval", "humaneval", "rg:chain_sum", "rg:chain_sum"]
+    shared = [t for t in SHARED_TASKS for _ in range(2)]  # two items of each task of the shared-question setting
+    assert [r["task"] for r in rows] == ["humaneval", "humaneval", *shared]
     assert verdict_for(rows[0]["question"], "no code") is False  # remembered: judged by HumanEval's tests
+
+
+def test_the_shuffled_control_of_one_item_reads_another_query_of_its_task() -> None:
+    """The causal section's 'senders from another query': the next example of the item's own task (a relay example
+    with the same question and other private contexts counts as another query), else a test item of the
+    generator's task."""
+    from types import SimpleNamespace
+
+    from tflow.studio.worker import other_query
+
+    rows = [{"task": "relay", "question": "What is the key?", "contexts": ["The key is 1.", "The key is 1."],
+             "answer": "1"},
+            {"task": "note", "question": "Where does Ann live?", "contexts": ["Ann lives in Oslo.", ""],
+             "answer": "Oslo"},
+            {"task": "relay", "question": "What is the key?", "contexts": ["The key is 2.", "The key is 2."],
+             "answer": "2"}]
+    studio = SimpleNamespace(examples=rows, generators={"g": SimpleNamespace(task=SHARED_TASKS[0]),
+                                                        "bare": SimpleNamespace(task=None)})
+    got = other_query(studio, "What is the key?", ("The key is 2.", "The key is 2."), "g")
+    assert (got.question, got.contexts) == ("What is the key?", ("The key is 1.", "The key is 1."))
+    typed = other_query(studio, "Something typed", ("", ""), "g")  # not an example: the generator's own task
+    assert typed.task == SHARED_TASKS[0] and typed.question != "Something typed"
+    with pytest.raises(ValueError, match="no other query"):
+        other_query(studio, "Where does Ann live?", ("Ann lives in Oslo.", ""), "g")
+    with pytest.raises(ValueError, match="records no task"):
+        other_query(studio, "Something typed", ("", ""), "bare")

@@ -77,6 +77,8 @@ def test_procedural_tasks_are_seeded_disjoint_and_scored_by_their_own_verifier()
     assert not {e.question for e in test} & {e.question for e in train}
     assert all(tasks.grade(test[:5], [f"So \\boxed{{{e.answer}}}" for e in test[:5]]))
     assert not any(tasks.grade(test[:5], ["\\boxed{nonsense}"] * 5))
+    assert all(tasks.grade(test[:5], [e.target for e in test[:5]]))  # trained on the boxed answer it is asked for
+    assert all(e.target == f"\\boxed{{{e.answer}}}" for e in test)
     with pytest.raises(ValueError, match="unknown reasoning-gym dataset"):
         procedural.examples("rg:no_such_thing", "test", 2)
 
