@@ -32,6 +32,7 @@ from ..lora import OtherBackboneError, Perturbation, TargetSpec
 from ..lru import LRUCache
 from ..peft_io import load_peft_adapter
 from ..pipeline import Pipeline, load_generator_for, load_recorded_sender
+from ..tasks.procedural import is_procedural
 
 log = logging.getLogger("tflow.studio")
 
@@ -241,10 +242,11 @@ class Studio:
         return features, batch
 
     def query_tasks(self, generator: str) -> tuple[str, ...]:
-        """The tasks whose test questions the across-queries view embeds: a specialist's or a real model's generator,
-        its own task(s); else the embedded world's built-in tasks."""
+        """The tasks whose test questions the across-queries view embeds: a specialist's, a real model's or a
+        procedural task's generator, its own task(s); else the embedded world's built-in tasks."""
         task = self.generators[generator].task
-        own = task is not None and any(t in tasks.REAL_MODEL_TASKS or tasks.is_specialist(t) for t in tasks.parts(task))
+        own = task is not None and any(t in tasks.REAL_MODEL_TASKS or tasks.is_specialist(t) or is_procedural(t)
+                                       for t in tasks.parts(task))
         return tuple(tasks.parts(task)) if own else tasks.TASKS
 
     def warm_up(self) -> None:
