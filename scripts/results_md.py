@@ -181,6 +181,27 @@ def candidates() -> list[str]:
             "| --- | ---: | ---: | ---: | ---: |", *rows, ""]
 
 
+def chain_sum_terms(paths: list[Path]) -> list[str]:
+    """chain_sum's test items by number of terms: distinct items run out, so a long draw is mostly three-term sums."""
+    from tflow.tasks import examples  # draws the report's items again (seeded): reasoning-gym, no model
+
+    out = []
+    for path in paths:
+        report = json.loads(path.read_text())
+        if "chain_sum" not in report["task"]:
+            continue
+        items = examples(report["task"], "test", report["limit"], report["seed"])
+        terms = [e.question.split(":")[1].split("=")[0].strip().count(" ") // 2 + 1 for e in items]
+        cells = []
+        for mode, r in report["results"].items():
+            per = {k: [i["correct"] for i, t in zip(r["items"], terms) if t == k] for k in sorted(set(terms))}
+            cells.append(f"{mode} " + " / ".join(f"{100 * sum(v) / len(v):.0f}%" for v in per.values()))
+        counts = " and ".join(f"{terms.count(k)} with {k} terms" for k in sorted(set(terms)))
+        out += [f"{report['task']}'s {len(items)} items: {counts} (distinct items run out: the test split has few "
+                f"two-term sums). Accuracy on each: " + ", ".join(cells) + ".", ""]
+    return out
+
+
 def shared() -> list[str]:
     """The paper's shared-question setting on SmolLM2 (build_real.sh's shared-evaluate and shared-textmas steps): every
     mode per task, and the paired differences that decide whether TFlow's gain is communication."""
@@ -196,8 +217,9 @@ def shared() -> list[str]:
         if extra.is_file():
             other = json.loads(extra.read_text())
             results["textmas"] = other["results"]["textmas"]
-            if other["results"]["textmas"]["n"] == report["results"]["tflow"]["n"]:
-                paired["tflow_vs_textmas"] = other["paired"]["tflow_vs_textmas"]
+            n = other["results"]["textmas"]["n"]
+            label = "tflow_vs_textmas" + (f" (first {n} items)" if n != report["results"]["tflow"]["n"] else "")
+            paired[label] = other["paired"]["tflow_vs_textmas"]
         for mode, r in results.items():
             lo, hi = r["accuracy_ci95"]
             rows.append(f"| {report['task']} | {mode} | {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
@@ -219,7 +241,7 @@ def shared() -> list[str]:
             "Paired on the same items: the difference in points with its 95% paired bootstrap interval, McNemar's "
             "exact test, and the discordant items (TFlow right only / the other right only).", "",
             "| task | comparison | points [95% interval] | McNemar p | discordant |",
-            "| --- | --- | ---: | ---: | ---: |", *pairs, ""]
+            "| --- | --- | ---: | ---: | ---: |", *pairs, "", *chain_sum_terms(paths)]
 
 
 def real_model() -> list[str]:
