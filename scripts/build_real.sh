@@ -198,9 +198,9 @@ fi
 # (Strategist, Knowledge Extractor) read the same question as the receiver, no private context; the generator reads
 # their question states (the paper's span, no copy path). Two tasks kept from the candidates (Single between about
 # 10% and 60%, see RESULTS.md): chain_sum with 2-3 one-digit terms and letter_counting, trained mixed.
-SHARED=$(python -c "from tflow.tasks.procedural import SHARED_TASKS; print('+'.join(SHARED_TASKS))")
-SHARED_TRAIN=(--model $MODEL --task "$SHARED" --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 --eval-every 200
-              --eval-size 32)
+mapfile -t SHARED_TASKS < <(python -c "from tflow.tasks.procedural import SHARED_TASKS; print(*SHARED_TASKS, sep='\n')")
+SHARED_TRAIN=(--model $MODEL --task "$(IFS=+; echo "${SHARED_TASKS[*]}")" --batch-size 8 --steps 800 --lr 1e-3
+              --warmup 30 --eval-every 200 --eval-size 32)
 
 if has shared; then
   python -m tflow.tools.train "${SHARED_TRAIN[@]}" --chunk-size 2304 --out checkpoints/generators/smollm2-shared
@@ -215,7 +215,7 @@ if has shared-evaluate; then
   # the table: 500 held-out items of each task (seed 1: seed 0's first 50 were looked at to choose the tasks), greedy;
   # TFlow against Single, the static LoRA, shuffled conditions and each sender alone on the same items (paired
   # intervals in the report), then TextMAS (its senders write up to 128 tokens each: the slow mode) apart
-  for t in $(python -c "from tflow.tasks.procedural import SHARED_TASKS; print(' '.join(SHARED_TASKS))"); do
+  for t in "${SHARED_TASKS[@]}"; do
     name=smollm2-shared-$(echo "$t" | cut -d: -f2)
     python -m tflow.tools.evaluate --model $MODEL --task "$t" --modes single,tflow,static --shuffle-conditions \
       --sender-ablation --limit 500 --seed 1 --batch-size 16 --json checkpoints/results/$name.json
@@ -224,7 +224,7 @@ fi
 
 if has shared-textmas; then
   # the first 100 items of each (about 4 and 7 minutes here; TEXTMAS_ITEMS=500 for all of them, about 45 minutes)
-  for t in $(python -c "from tflow.tasks.procedural import SHARED_TASKS; print(' '.join(SHARED_TASKS))"); do
+  for t in "${SHARED_TASKS[@]}"; do
     name=smollm2-shared-$(echo "$t" | cut -d: -f2)
     python -m tflow.tools.evaluate --model $MODEL --task "$t" --modes textmas,tflow --limit "${TEXTMAS_ITEMS:-100}" \
       --seed 1 --batch-size 16 --json checkpoints/results/$name-textmas.json

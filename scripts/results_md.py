@@ -181,25 +181,23 @@ def candidates() -> list[str]:
             "| --- | ---: | ---: | ---: | ---: |", *rows, ""]
 
 
-def chain_sum_terms(paths: list[Path]) -> list[str]:
-    """chain_sum's test items by number of terms: distinct items run out, so a long draw is mostly three-term sums."""
+def by_terms(report: dict) -> list[str]:
+    """A procedural task whose items record their number of terms (reasoning-gym's chain_sum): every mode's accuracy
+    per count. Distinct items run out, so a long draw is mostly of the larger counts."""
     from tflow.tasks import examples  # draws the report's items again (seeded): reasoning-gym, no model
 
-    out = []
-    for path in paths:
-        report = json.loads(path.read_text())
-        if "chain_sum" not in report["task"]:
-            continue
-        items = examples(report["task"], "test", report["limit"], report["seed"])
-        terms = [e.question.split(":")[1].split("=")[0].strip().count(" ") // 2 + 1 for e in items]
-        cells = []
-        for mode, r in report["results"].items():
-            per = {k: [i["correct"] for i, t in zip(r["items"], terms) if t == k] for k in sorted(set(terms))}
-            cells.append(f"{mode} " + " / ".join(f"{100 * sum(v) / len(v):.0f}%" for v in per.values()))
-        counts = " and ".join(f"{terms.count(k)} with {k} terms" for k in sorted(set(terms)))
-        out += [f"{report['task']}'s {len(items)} items: {counts} (distinct items run out: the test split has few "
-                f"two-term sums). Accuracy on each: " + ", ".join(cells) + ".", ""]
-    return out
+    if "chain_sum" not in report["task"]:
+        return []
+    items = examples(report["task"], "test", report["limit"], report["seed"])
+    terms = [e.grading["entry"]["metadata"]["num_terms"] for e in items]
+    counts = sorted(set(terms))
+    cells = []
+    for mode, r in report["results"].items():
+        per = {k: [i["correct"] for i, t in zip(r["items"], terms) if t == k] for k in counts}
+        cells.append(f"{mode} " + " / ".join(f"{100 * sum(v) / len(v):.0f}%" for v in per.values()))
+    said = " and ".join(f"{terms.count(k)} with {k} terms" for k in counts)
+    return [f"{report['task']}'s {len(items)} items: {said} (distinct items run out: the test split has few "
+            f"two-term sums). Accuracy on each: " + ", ".join(cells) + ".", ""]
 
 
 def shared() -> list[str]:
@@ -208,9 +206,10 @@ def shared() -> list[str]:
     paths = sorted(p for p in (CKPT / "results").glob("smollm2-shared-*.json") if not p.stem.endswith("-textmas"))
     if not paths:
         return []
-    rows, pairs = [], []
+    rows, pairs, splits = [], [], []
     for path in paths:
         report = json.loads(path.read_text())
+        splits += by_terms(report)
         extra = path.with_name(path.stem + "-textmas.json")
         results = dict(report["results"])
         paired = dict(report.get("paired", {}))
@@ -241,7 +240,7 @@ def shared() -> list[str]:
             "Paired on the same items: the difference in points with its 95% paired bootstrap interval, McNemar's "
             "exact test, and the discordant items (TFlow right only / the other right only).", "",
             "| task | comparison | points [95% interval] | McNemar p | discordant |",
-            "| --- | --- | ---: | ---: | ---: |", *pairs, "", *chain_sum_terms(paths)]
+            "| --- | --- | ---: | ---: | ---: |", *pairs, "", *splits]
 
 
 def real_model() -> list[str]:

@@ -94,6 +94,7 @@ class OtherQuery(_Result):
     none: float
     other_answer: str
 
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """Spearman's rank correlation of two equally shaped arrays; None when one is constant (undefined)."""
     from scipy.stats import spearmanr  # scipy is already here (umap-learn needs it); import only when used

@@ -242,8 +242,7 @@ def other_query(studio: Studio, question: str, contexts: tuple[str, ...], genera
     pool = [tasks.Example(e["task"], e["question"], e["answer"], tuple(e["contexts"]))
             for e in studio.examples if e["task"] == task] or tasks.examples(task, "test", 8, seed=7)
     at = next((i for i, e in enumerate(pool) if key(e.question, e.contexts) == mine), -1)
-    found = next((e for k in range(1, len(pool) + 1) if key((e := pool[(at + k) % len(pool)]).question, e.contexts)
-                  != mine), None)
-    if found is None:
+    others = [e for e in pool[at + 1:] + pool[:at + 1] if key(e.question, e.contexts) != mine]  # the next one first
+    if not others:
         raise ValueError(f"{task} has no other query to compare with")
-    return found
+    return others[0]
