@@ -6,6 +6,7 @@
 # Usage: bash scripts/build_real.sh [step ...]
 #   steps: generator split static evaluate bench specialist kb kb-evaluate kb-bench replicate humaneval candidates
 #          shared shared-static shared-evaluate shared-textmas (the paper's shared-question setting)
+#          shared-copy shared-copy-evaluate shared-copy-replay (its instance-level step, then the fresh-seed replay)
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -228,6 +229,36 @@ if has shared-textmas; then
     name=smollm2-shared-$(echo "$t" | cut -d: -f2)
     python -m tflow.tools.evaluate --model $MODEL --task "$t" --modes textmas,tflow --limit "${TEXTMAS_ITEMS:-100}" \
       --seed 1 --batch-size 16 --json checkpoints/results/$name-textmas.json
+  done
+fi
+
+# One step towards a per-query perturbation, chosen after the table above (shuffled senders changed 1 answer in
+# 1000): the copy path, which let the note generator carry per-query values (--copy 1: each B column of a module
+# writing the residual width also reads the senders' states token by token through a gated attention). Everything
+# else as the shipped generator: same tasks, data, steps, seed; --condition message reads the same tokens as
+# question here (no private context).
+if has shared-copy; then
+  python -m tflow.tools.train "${SHARED_TRAIN[@]}" --chunk-size 2304 --copy 1 --out checkpoints/generators/smollm2-shared-copy
+fi
+
+if has shared-copy-evaluate; then
+  # before / after on the table's items (seed 1): the copy generator beside the static LoRA and shuffled senders;
+  # Single and the first generator are the table's own runs (greedy, same items: paired by item id in RESULTS.md)
+  for t in "${SHARED_TASKS[@]}"; do
+    name=smollm2-shared-copy-$(echo "$t" | cut -d: -f2)
+    python -m tflow.tools.evaluate --model $MODEL --task "$t" --generator checkpoints/generators/smollm2-shared-copy \
+      --modes tflow,static --shuffle-conditions --limit 500 --seed 1 --batch-size 16 --json checkpoints/results/$name.json
+  done
+fi
+
+if has shared-copy-replay; then
+  # the chosen recipe once, unchanged, on items nobody looked at (seed 2). chain_sum's test split holds 792 distinct
+  # items, so this draw repeats some of seed 1's: RESULTS.md reports the figures on the new items apart.
+  for t in "${SHARED_TASKS[@]}"; do
+    name=smollm2-shared-replay-$(echo "$t" | cut -d: -f2)
+    python -m tflow.tools.evaluate --model $MODEL --task "$t" --generator checkpoints/generators/smollm2-shared-copy \
+      --modes single,tflow,static --shuffle-conditions --limit 500 --seed 2 --batch-size 16 \
+      --json checkpoints/results/$name.json
   done
 fi
 

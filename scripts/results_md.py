@@ -13,6 +13,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_shared import candidates, instance_step, replay, shared  # noqa: E402  (this script's folder)
+
 from tflow.checkpoints import GENERATOR_CONFIG, GENERATOR_WEIGHTS, TRAINING_RECORD  # noqa: E402
 from tflow.generators import ARCHES  # noqa: E402
 from tflow.sources import known_as  # noqa: E402
@@ -159,88 +161,6 @@ def humaneval() -> list[str]:
                    "generator and adapter (a private note relayed through weights), off their task; they make the "
                    "receiver answer in a few tokens, so their speed there is no saving.")
     return out
-
-
-def candidates() -> list[str]:
-    """SmolLM2 alone on candidate procedural tasks (build_real.sh's candidates step): which leave room to rise."""
-    paths = sorted((CKPT / "results" / "candidates").glob("*.json"))
-    if not paths:
-        return []
-    rows = []
-    for path in paths:
-        report = json.loads(path.read_text())
-        r = report["results"]["single"]
-        lo, hi = r["accuracy_ci95"]
-        rows.append(f"| {report['task']} | {100 * r['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] | "
-                    f"{r['generated_tokens']:.0f} | {r['seconds_per_query']:.2f} | {r['n']} |")
-    return ["- candidates for the paper's shared-question setting on SmolLM2-135M-Instruct (`bash "
-            "scripts/build_real.sh candidates`; Single, greedy, the Executor prompt, 50 test items of each "
-            "reasoning-gym task, seed 0, batch 8; reports in `checkpoints/results/candidates/`): tasks with Single "
-            "between about 10% and 60% leave room to rise without being hopeless.", "",
-            "| task | Single % [95% interval] | tokens generated | s / query | n |",
-            "| --- | ---: | ---: | ---: | ---: |", *rows, ""]
-
-
-def by_terms(report: dict) -> list[str]:
-    """A procedural task whose items record their number of terms (reasoning-gym's chain_sum): every mode's accuracy
-    per count. Distinct items run out, so a long draw is mostly of the larger counts."""
-    from tflow.tasks import examples  # draws the report's items again (seeded): reasoning-gym, no model
-
-    if "chain_sum" not in report["task"]:
-        return []
-    items = examples(report["task"], "test", report["limit"], report["seed"])
-    terms = [e.grading["entry"]["metadata"]["num_terms"] for e in items]
-    counts = sorted(set(terms))
-    cells = []
-    for mode, r in report["results"].items():
-        per = {k: [i["correct"] for i, t in zip(r["items"], terms) if t == k] for k in counts}
-        cells.append(f"{mode} " + " / ".join(f"{100 * sum(v) / len(v):.0f}%" for v in per.values()))
-    said = " and ".join(f"{terms.count(k)} with {k} terms" for k in counts)
-    return [f"{report['task']}'s {len(items)} items: {said} (distinct items run out: the test split has few "
-            f"two-term sums). Accuracy on each: " + ", ".join(cells) + ".", ""]
-
-
-def shared() -> list[str]:
-    """The paper's shared-question setting on SmolLM2 (build_real.sh's shared-evaluate and shared-textmas steps): every
-    mode per task, and the paired differences that decide whether TFlow's gain is communication."""
-    paths = sorted(p for p in (CKPT / "results").glob("smollm2-shared-*.json") if not p.stem.endswith("-textmas"))
-    if not paths:
-        return []
-    rows, pairs, splits = [], [], []
-    for path in paths:
-        report = json.loads(path.read_text())
-        splits += by_terms(report)
-        extra = path.with_name(path.stem + "-textmas.json")
-        results = dict(report["results"])
-        paired = dict(report.get("paired", {}))
-        if extra.is_file():
-            other = json.loads(extra.read_text())
-            results["textmas"] = other["results"]["textmas"]
-            n = other["results"]["textmas"]["n"]
-            label = "tflow_vs_textmas" + (f" (first {n} items)" if n != report["results"]["tflow"]["n"] else "")
-            paired[label] = other["paired"]["tflow_vs_textmas"]
-        for mode, r in results.items():
-            lo, hi = r["accuracy_ci95"]
-            rows.append(f"| {report['task']} | {mode} | {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
-                        f"{r['tokens_per_query']:.0f} | {r['paper_tokens_per_query']:.0f} | "
-                        f"{r['seconds_per_query']:.2f} | {r['n']} |")
-        for name, v in paired.items():
-            lo, hi = (100 * x for x in v["difference_ci95"])
-            pairs.append(f"| {report['task']} | {name.replace('tflow_vs_', 'TFlow − ')} | {100 * v['difference']:+.1f} "
-                         f"[{lo:+.1f}, {hi:+.1f}] | {v['mcnemar_p']:.2g} | {v['a_only']} / {v['b_only']} |")
-    return ["## The paper's shared-question setting on SmolLM2-135M-Instruct", "",
-            "`bash scripts/build_real.sh shared shared-static shared-evaluate shared-textmas`: two frozen senders "
-            "(Strategist, Knowledge Extractor) read the receiver's own question, no private context; one generator "
-            "and one static LoRA (same targets, rank, data, steps) trained on both tasks mixed; 500 held-out items "
-            "per task (seed 1), greedy. Tokens: every agent's processed tokens / the paper's count (TFlow's receiver "
-            "only). tflow_shuffled: each item's senders read the next item; tflow_only_*: that sender's "
-            "perturbation alone.", "",
-            "| task | mode | accuracy % [95% interval] | tokens / query | paper tokens / query | s / query | n |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |", *rows, "",
-            "Paired on the same items: the difference in points with its 95% paired bootstrap interval, McNemar's "
-            "exact test, and the discordant items (TFlow right only / the other right only).", "",
-            "| task | comparison | points [95% interval] | McNemar p | discordant |",
-            "| --- | --- | ---: | ---: | ---: |", *pairs, "", *splits]
 
 
 def real_model() -> list[str]:
@@ -430,7 +350,7 @@ def main() -> None:
             "the 88.7% is not a single-shot held-out estimate (no separate validation people were set aside).",
             *replication(),
             *real_model(), *kb_words(), *humaneval(), *candidates(), ""]
-    out += shared()
+    out += shared() + instance_step() + replay()
     out += provenance()
     (CKPT / "RESULTS.md").write_text("\n".join(out) + "\n")
 

@@ -14,12 +14,13 @@ from ..tasks import REAL_MODEL_TASKS, SPECIALIST_TASKS, TASKS, checkpoint_name, 
 
 def trained_for(task: str, model: str, static: bool = False, root: Path | None = None) -> Path | None:
     """The generator (or static adapter) under `root` trained on `task` (alone or in a mixture) for the receiver
-    `model`. Among several, the one named after the task comes first (the embedded world's layout)."""
+    `model`. Among several, the one named after the task comes first (the embedded world's layout), then by name
+    (a directory's listing order is the file system's)."""
     root = root or source_checkpoints()
     folder = root / ("static" if static else "generators")
     name = checkpoint_name(task)
     want = known_as(model)
-    candidates = sorted(folder.iterdir(), key=lambda d: d.name != name) if folder.is_dir() else []
+    candidates = sorted(folder.iterdir(), key=lambda d: (d.name != name, d.name)) if folder.is_dir() else []
     for d in candidates:
         rec = read_record(d, static)
         if rec is not None and covers(rec.task, task) and known_as(rec.receiver) == want:
