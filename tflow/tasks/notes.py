@@ -9,8 +9,12 @@ measures reading the sender, not recalling a template or a value seen in trainin
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass
+from importlib.resources import files
+
+FREEFORM = "note-freeform"  # a test set only: notes and questions in everyday words, never trained on
 
 # Open-class values come from large pools: with a few dozen names a generator learns to pick one of
 # the names it was trained on and never says a held-out one (measured: 0/10 held-out names and
@@ -129,3 +133,12 @@ def swap(fact: str, value: str, rng: random.Random) -> tuple[str, str]:
                 new = rng.choice([v for v in slot.values if v != value and is_held_out_value(slot, v) == held_out])
                 return template.format(v=new), new
     raise ValueError(f"not a note fact: {fact!r}")
+
+
+def freeform() -> list[tuple[str, str, str]]:
+    """(note, question, answer) of the free-form test set: notes a person might write (a text message, a reminder,
+    a sticky note) and a question about each, written without looking at this module's templates, so that it measures
+    whether a note generator reads what users write rather than what it was trained on."""
+    text = (files(__package__) / "data" / "notes_freeform.jsonl").read_text(encoding="utf-8")
+    return [(r["note"], r["question"], r["answer"]) for r in map(json.loads, text.splitlines()) if r]
+
