@@ -301,7 +301,7 @@ def pad_with_labels(
 
 @torch.no_grad()
 def sender_states(
-    backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question"
+    backbone: Backbone, prompts: Sequence[Prompt], condition: str = "question", readout: bool = False
 ) -> tuple[list[torch.Tensor], list[int]]:
     """One batched prefill of all sender prompts (no LM head, no generation).
 
@@ -310,6 +310,9 @@ def sender_states(
     Returns, per prompt, the embedding output and every decoder layer's output on the
     question span, a (num_layers + 1, span_len, hidden) tensor; and the number of tokens
     the backbone processed for it (its cached prefix counts only when computed now).
+    readout: one more slice after the last layer, the sender's read-out at each position: the expected input
+    embedding of its next token (its output head's softmax times its embedding matrix), in the embedding space
+    a receiver on the same base reads.
     """
     decoder = getattr(backbone.model, backbone.model.base_model_prefix)
     dev = backbone.device
@@ -326,9 +329,14 @@ def sender_states(
         kwargs = {"cache": cache, "position_ids": positions}
         mask = torch.cat([prefix_mask, mask], dim=1)
     out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=cached, **kwargs)
+    hidden = out.hidden_states
+    if readout:
+        head, embed = backbone.model.get_output_embeddings(), backbone.model.get_input_embeddings()
+        probs = torch.softmax(head(out.last_hidden_state).float(), dim=-1)
+        hidden = (*hidden, (probs @ embed.weight.float()).to(out.last_hidden_state.dtype))
     spans = [p.span(condition) for p in prompts]
     states = [
-        torch.stack([h[i, lo - s : hi - s] for h in out.hidden_states])
+        torch.stack([h[i, lo - s : hi - s] for h in hidden])
         for i, (s, (lo, hi)) in enumerate(zip(starts, spans))
     ]
     return states, [len(r) + (s if new else 0) for r, s, new in zip(rows, starts, computed)]

@@ -224,7 +224,7 @@ class Pipeline:
         flat = sender_prompts(self.sender_backbone, roles.senders, questions, contexts)
         self._check_fits(flat, 0, self.sender_backbone)
         condition = self.generator.config.condition
-        states, processed = sender_states(self.sender_backbone, flat, condition)
+        states, processed = sender_states(self.sender_backbone, flat, condition, self.generator.reads_readout)
         def per_query(xs: list) -> list[list]:
             return [xs[i : i + s] for i in range(0, len(xs), s)]
 

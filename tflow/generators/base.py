@@ -133,6 +133,11 @@ class Generator(nn.Module, ABC):
         """Parameter tokens the transformer runs over per sender condition (all layers)."""
 
     @property
+    def reads_readout(self) -> bool:
+        """Whether its senders' states carry their read-out slice (`agents.sender_states(readout=True)`)."""
+        return bool(getattr(self.config, "readout", 0))
+
+    @property
     def is_trained(self) -> bool:
         head = self.zero_head()
         return bool(head.weight.abs().sum() > 0 or head.bias.abs().sum() > 0)

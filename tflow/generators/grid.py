@@ -51,6 +51,7 @@ class GeneratorConfig:
         "question"  # the sender tokens read: "question" (the paper's), "message" or "prompt" (base.CONDITIONS)
     )
     copy: int = 0  # 1: B columns of residual-width modules also read the senders' states through attention
+    readout: int = 0  # 1: the senders' states also carry their read-out (agents.sender_states), one more slice
 
     HELP = {
         **SHARED_HELP,  # not annotated: a class attribute, not a field
@@ -64,6 +65,8 @@ class GeneratorConfig:
                   "or gate (a learned scalar per sender, starting at the mean)",
         "copy": "1: B columns of modules writing the residual width also copy attended sender states "
                 "(lets unseen values through)",
+        "readout": "1: the generator also reads each sender's read-out, the expected input embedding of its next "
+                   "token (what it would say, in the receiver's embedding space when both share a base)",
     }
 
     def __post_init__(self) -> None:
@@ -72,8 +75,9 @@ class GeneratorConfig:
             raise ValueError("generator config: sizes must be positive")
         if self.d_model % self.n_heads:
             raise ValueError("generator config: d_model must be divisible by n_heads")
-        if self.copy not in (0, 1):
-            raise ValueError(f"generator config: copy must be 0 or 1, got {self.copy!r}")
+        for name in ("copy", "readout"):
+            if getattr(self, name) not in (0, 1):
+                raise ValueError(f"generator config: {name} must be 0 or 1, got {getattr(self, name)!r}")
         if self.fusion not in ("mean", "gate"):
             raise ValueError(f"generator config: fusion must be 'mean' or 'gate', got {self.fusion!r}")
 
@@ -119,10 +123,10 @@ class Block(nn.Module):
 class CopyPath(nn.Module):
     """Gated attention of each B column over the sender tokens, reading their full-width states."""
 
-    def __init__(self, d: int, rank: int, sender: SenderShape, hidden: int):
+    def __init__(self, d: int, rank: int, sender: SenderShape, hidden: int, slices: int):
         super().__init__()
         self.rank = rank
-        self.aggregator = LayerAggregator(sender.num_layers + 1)
+        self.aggregator = LayerAggregator(slices)
         self.value = nn.Linear(sender.hidden_size, hidden, bias=False)
         if sender.hidden_size == hidden:  # same width: start by moving the states unchanged
             nn.init.eye_(self.value.weight)
@@ -177,7 +181,8 @@ class ParameterGenerator(Generator):
         super().__init__(config, spec, backbone_name, meta, sender)
         d = config.d_model
         self.layout = _SlotLayout.build(spec, config.rank, config.chunk_size)
-        self.aggregator = LayerAggregator(self.sender.num_layers + 1)
+        slices = self.sender.num_layers + 1 + config.readout  # the layers' states, then the read-out
+        self.aggregator = LayerAggregator(slices)
         self.in_proj = nn.Sequential(nn.Linear(self.sender.hidden_size, d), nn.RMSNorm(d))
         self.layer_embed = nn.Parameter(torch.randn(spec.num_layers, d) * 0.02)
         self.slot_embed = nn.Parameter(torch.randn(self.layout.num_slots, d) * 0.02)
@@ -192,13 +197,13 @@ class ParameterGenerator(Generator):
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
         if config.copy:
-            self.copy_path = CopyPath(d, config.rank, self.sender, spec.hidden_size)
+            self.copy_path = CopyPath(d, config.rank, self.sender, spec.hidden_size, slices)
 
     def zero_head(self) -> nn.Linear:
         return self.head_b
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, senders: tuple[str, ...]) -> Perturbation:
-        """states: (batch, S, L+1, T, hidden) padded along T; mask: (batch, S, T) bool."""
+        """states: (batch, S, L+1 (+1 with the read-out), T, hidden) padded along T; mask: (batch, S, T) bool."""
         bsz, s = states.shape[:2]
         param = next(self.parameters())
         states = states.to(param.device)

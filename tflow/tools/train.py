@@ -244,7 +244,8 @@ class _Objective:
             contexts = [normalise_contexts(ex.contexts, len(senders)) for ex in batch]
             states, _ = sender_states(self.senders,
                                       sender_prompts(self.senders, senders, [ex.question for ex in batch], contexts),
-                                      self.module.config.condition)  # self.module: unwrapped (not DDP)
+                                      self.module.config.condition,  # self.module: unwrapped (not DDP)
+                                      self.module.reads_readout)
             pert = module(*stack_conditions(states, len(senders)), tuple(a.role for a in senders))
             with lora.apply(model, pert, merge=False):
                 yield answer_loss(model, ids, mask, labels)
