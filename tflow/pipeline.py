@@ -238,9 +238,8 @@ class Pipeline:
         tok = self.sender_backbone.tokenizer
         views = [
             [
-                SenderStates(
-                    a.role, tok.convert_ids_to_tokens(p.input_ids[slice(*p.span(condition))]), states[i * s + j].cpu()
-                )
+                SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[slice(*p.span(condition))]),
+                             states[i * s + j].cpu(), self.generator.reads_readout)
                 for j, (a, p) in enumerate(zip(roles.senders, row))
             ]
             for i, row in enumerate(prompts)

@@ -52,7 +52,8 @@ class SenderStates:
 
     role: str
     tokens: list[str]
-    hidden: torch.Tensor  # (L+1, T, hidden)
+    hidden: torch.Tensor  # (L+1, T, hidden), then the read-out slice when `readout`
+    readout: bool = False  # the last slice is the sender's read-out (agents.sender_states), not a layer
 
 
 @dataclass

@@ -184,6 +184,17 @@ def test_embeddings_fall_back_to_pca_with_a_note() -> None:
     fig, note = viz.hidden_states_figure(states)
     assert "PCA" in note and [t.name for t in fig.data] == list(SENDERS)
     assert [c[0] for c in fig.data[0].customdata] == ["How", "␣many", "How", "␣many"]
+    assert [c[1] for c in fig.data[0].customdata] == ["0", "0", "1", "1"]
     qfig, qnote = viz.queries_figure(np.random.default_rng(1).normal(size=(6, 3)), ["relay"] * 3 + ["split"] * 3,
                                      ["1", "2", "3", "4", "5", "x"], ["q"] * 6, colour_by="answer")
     assert "PCA" in qnote and "Relative spread" in qnote and np.isnan(qfig.data[0].marker.color[-1])
+
+
+def test_a_read_out_slice_is_named_so_in_the_hidden_states_figure_not_counted_as_a_layer() -> None:
+    states = [SenderStates(role, ["How", "Ġmany"], torch.randn(3, 2, 8), readout=True) for role in SENDERS]
+    fig, _ = viz.hidden_states_figure(states)
+    assert [c[1] for c in fig.data[0].customdata] == ["0", "0", "1", "1", "read-out", "read-out"]
+    assert "read-out" in fig.data[0].marker.colorbar.title.text
+    bars = viz.layer_weights_figure(torch.softmax(torch.zeros(4), 0), readout=True)
+    assert list(bars.data[0].x) == ["emb", "1", "2", "read-out"]
+    assert list(viz.layer_weights_figure(torch.softmax(torch.zeros(3), 0)).data[0].x) == ["emb", "1", "2"]

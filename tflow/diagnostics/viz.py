@@ -249,12 +249,13 @@ def sender_share_figure(p: Perturbation, sample: int = 0) -> go.Figure:
                   "share (%)", barmode="stack")
 
 
-def layer_weights_figure(weights: torch.Tensor | None) -> go.Figure:
-    """Bars of the layer aggregator's softmax weight for each hidden state (embeddings + every layer)."""
+def layer_weights_figure(weights: torch.Tensor | None, readout: bool = False) -> go.Figure:
+    """Bars of the layer aggregator's softmax weight for each hidden state (embeddings + every layer, then the
+    senders' read-out when the generator reads it)."""
     if weights is None:
         return placeholder("This perturbation has no layer aggregator (a static adapter reads no hidden states).")
     w = weights.detach().float().cpu().numpy()
-    names = ["emb"] + [str(i) for i in range(1, len(w))]
+    names = ["emb"] + [str(i) for i in range(1, len(w) - readout)] + ["read-out"] * readout
     top3 = 100 * np.sort(w)[::-1][:3].sum()
     fig = go.Figure(
         go.Bar(x=names, y=w, marker_color="#72b7b2", hovertemplate="hidden state %{x}: %{y:.3f}<extra></extra>")
@@ -303,9 +304,10 @@ def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_poin
         h = s.hidden.detach().float().cpu()
         h = h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
         for layer in range(h.shape[0]):
+            name = "read-out" if s.readout and layer == h.shape[0] - 1 else str(layer)
             for pos, tok in enumerate(s.tokens):
                 rows.append(h[layer, pos].numpy())
-                meta.append((s.role, layer, pos, clean_token(tok)))
+                meta.append((s.role, layer, pos, clean_token(tok), name))
     step = max(1, math.ceil(len(rows) / max_points))
     rows, meta = rows[::step], meta[::step]
     emb = embed_2d(np.stack(rows), seed)
@@ -329,9 +331,10 @@ def hidden_states_figure(states: Sequence[SenderStates], seed: int = 0, max_poin
                 "cmax": num_states - 1,
                 "line": {"width": 0.5, "color": "#333"},
                 "showscale": i == 0,
-                **({"colorbar": {"title": "layer<br>(0 = emb)"}} if i == 0 else {}),
+                **({"colorbar": {"title": "layer<br>(0 = emb" + (", last = read-out)" if states[0].readout else ")")}}
+                   if i == 0 else {}),
             },
-            customdata=[[meta[j][3], meta[j][1], meta[j][2]] for j in idx],
+            customdata=[[meta[j][3], meta[j][4], meta[j][2]] for j in idx],
             hovertemplate=f"{role}<br>token “%{{customdata[0]}}” (position %{{customdata[2]}})<br>"
                           "layer %{customdata[1]}<extra></extra>",
         )

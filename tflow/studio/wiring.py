@@ -209,12 +209,14 @@ class StudioUI(Page):
             if float(measures.delta_norms(pert).max()) > 0
             else " **The perturbation is exactly zero (untrained generator).**"
         )
+        readout = any(s.readout for s in (getattr(record.results.get(source), "sender_states", None) or ()))
         note = (f"Run #{record.number}, {viz.MODE_LABELS[source]}: {len(pert.senders)} sender(s) × rank {pert.rank}, "
                 f"scaling s = α/r = {pert.scaling:g}.{zero} The PEFT adapter stacks the senders along the rank axis "
                 f"(rank {pert.rank * len(pert.senders)}), so it reproduces the fused ΔW exactly.")
         return [gr.Radio(value=source), viz.perturbation_heatmap(pert, view, self.studio.weight_norms),
                 viz.spectrum_figure(pert, layer, module), viz.sender_share_figure(pert),
-                viz.layer_weights_figure(pert.layer_weights), viz.fusion_weights_figure(pert.weights, pert.senders),
+                viz.layer_weights_figure(pert.layer_weights, readout),
+                viz.fusion_weights_figure(pert.weights, pert.senders),
                 note, gr.DownloadButton(value=zip_path, interactive=True),
                 gr.DownloadButton(value=raw_path, interactive=True), *self.causal.view(self.studio, record, source)]
 
