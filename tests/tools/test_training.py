@@ -87,6 +87,21 @@ def test_init_fine_tunes_from_a_generator_trained_on_another_task(model_dir, tmp
     assert meta["task"] == "split" and meta["config"]["init"] == str(base)
 
 
+def test_init_adds_the_read_out_to_a_generator_trained_without_it_starting_at_the_mean_weight(model_dir, tmp_path):
+    base, tuned = tmp_path / "plain", tmp_path / "readout"
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(base), "--steps", "1", "--eval-every", "1",
+                "--copy", "1", *SMALL])
+    train_main(["--task", "relay", "--model", str(model_dir), "--out", str(tuned), "--steps", "1", "--eval-every", "1",
+                "--lr", "1e-12", "--warmup", "0", "--copy", "1", "--readout", "1", "--init", str(base), *SMALL])
+    before, after = load_file(str(base / "generator.safetensors")), load_file(str(tuned / "generator.safetensors"))
+    for name, t in before.items():
+        if name.endswith("aggregator.logits"):
+            torch.testing.assert_close(after[name], torch.cat([t, t.mean().reshape(1)]), atol=1e-6, rtol=0)
+        else:
+            torch.testing.assert_close(after[name], t, atol=1e-6, rtol=0)
+    assert json.loads((tuned / "generator_config.json").read_text())["generator"]["readout"] == 1
+
+
 def test_init_from_another_shape_or_nowhere_is_one_clear_error(model_dir, tmp_path, capsys):
     base = tmp_path / "relay"
     train_main(

@@ -287,6 +287,9 @@ def _init_weights(obj: _Objective, directory: Path) -> None:
         obj.load_weights(directory)
         return
     saved, here = load_file(str(directory / GENERATOR_WEIGHTS)), obj.module.state_dict()
+    for name, w in saved.items():  # a generator without the read-out, fine-tuned with it: the new slice starts
+        if name.endswith("aggregator.logits") and name in here and here[name].numel() == w.numel() + 1:  # at the mean
+            saved[name] = torch.cat([w, w.mean().reshape(1)])
     for name in sorted(set(saved) | set(here)):
         there, mine = (tuple(d[name].shape) if name in d else "missing" for d in (saved, here))
         if there != mine:
