@@ -8,6 +8,7 @@
 #          shared shared-static shared-evaluate shared-textmas (the paper's shared-question setting)
 #          shared-copy shared-copy-evaluate shared-copy-replay (its instance-level step, then the fresh-seed replay)
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
+#          words-readout words-readout-evaluate (kb-words@4's generator with the senders' read-out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -167,6 +168,19 @@ fi
 if has words-evaluate; then
   kb_evaluate kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4 \
     checkpoints/static/smollm2-kbw4 smollm2-kbw4
+fi
+
+if has words-readout; then
+  # the read-out ablation: the words step's generator command unchanged but for --readout 1 (the senders' expected
+  # next-token embedding beside their states; --init adds its slice to the note generator's layer mix)
+  python -m tflow.tools.train --model $MODEL --task kb-words@4 --sender-model checkpoints/specialists/smollm2-kbw4 \
+    --init checkpoints/generators/smollm2-note --batch-size 8 --steps 800 --lr 1e-3 --warmup 30 "${GENERATOR[@]}" \
+    --condition prompt --readout 1 --eval-every 100 --eval-size 32 --out checkpoints/generators/smollm2-kbw4-readout
+fi
+
+if has words-readout-evaluate; then
+  kb_evaluate kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4-readout \
+    checkpoints/static/smollm2-kbw4 smollm2-kbw4-readout
 fi
 
 if has words-bench; then
