@@ -161,9 +161,11 @@ def replay() -> list[str]:
                 *MODE_TABLE, *(_row(mode, r[mode]) for mode in r), "", *PAIR_TABLE,
                 *(_pair(f"TFlow − {mode}", r["tflow"], r[mode]) for mode in r if mode != "tflow"), ""]
         if not all(fresh):
-            cells = [f"{mode} {100 * sum(i['correct'] for i, f in zip(x['items'], fresh) if f) / sum(fresh):.1f}%"
-                     for mode, x in r.items()]
-            out += [f"On the {sum(fresh)} items seed 1 did not draw: " + ", ".join(cells) + ".", ""]
+            new = {mode: {"items": [i for i, f in zip(x["items"], fresh) if f]} for mode, x in r.items()}
+            cells = [f"{mode} {100 * sum(i['correct'] for i in x['items']) / sum(fresh):.1f}%"
+                     for mode, x in new.items()]
+            out += [f"On the {sum(fresh)} items seed 1 did not draw: " + ", ".join(cells) + ".", "", *PAIR_TABLE,
+                    *(_pair(f"TFlow − {mode}", new["tflow"], new[mode]) for mode in new if mode != "tflow"), ""]
     if not out:
         return []
     return ["## The shared-question step, replayed on a fresh seed", "",
