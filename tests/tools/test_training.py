@@ -286,6 +286,10 @@ def test_evaluate_writes_the_documented_json_and_csv(model_dir, tmp_path, capsys
     assert report["results"]["textmas"]["tokens_per_query"] > report["results"]["single"]["tokens_per_query"]
     assert out.with_suffix(".csv").read_text().startswith("task,mode,accuracy")
     assert "| tflow |" in capsys.readouterr().out and "paper tokens / query" in format_table("split", report["results"])
+    # every mode's per-item verdicts, so that TFlow is compared with each on the same items
+    assert all([i["id"] for i in r["items"]] == ["0", "1", "2"] for r in res.values())
+    assert all(sum(i["correct"] for i in r["items"]) == round(3 * r["accuracy"]) for r in res.values())
+    assert set(report["paired"]) == {f"tflow_vs_{m}" for m in res if m != "tflow"}
 
 
 @pytest.mark.skipif(

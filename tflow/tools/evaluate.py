@@ -113,10 +113,10 @@ def evaluate(pipe: Pipeline, examples: list[tasks.Example], variants: dict[str, 
             **_thinking_tokens(pipe, rows),
             **_by_attribute(rows, correct),
             "examples": [{"question": r.question, "answer": r.answer, "reference": e.answer} for r, e in rows[:3]],
-            **({"items": [{"id": e.grading.get("id", str(j % len(examples))), "correct": ok,
-                           **({"error_type": e.grading["error_type"]} if "error_type" in e.grading else {})}
-                          for j, ((_, e), ok) in enumerate(zip(rows, correct, strict=True))]}
-               if examples[0].kind else {}),
+            # every item's verdict, in order (an id: the benchmark's own, else the position): paired comparisons
+            "items": [{"id": e.grading.get("id", str(j % len(examples))), "correct": ok,
+                       **({"error_type": e.grading["error_type"]} if "error_type" in e.grading else {})}
+                      for j, ((_, e), ok) in enumerate(zip(rows, correct, strict=True))],
         }
     return results
 
