@@ -9,6 +9,7 @@
 #          shared-copy shared-copy-evaluate shared-copy-replay (its instance-level step, then the fresh-seed replay)
 #          words-specialist words words-evaluate words-bench words-replicate (kb-words: the second knowledge base)
 #          words-readout words-readout-evaluate (kb-words@4's generator with the senders' read-out)
+#          note-freeform note-heldout (the note generators on the free-form notes and on 500 fresh queries each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -58,6 +59,20 @@ if has evaluate; then
   # note-split: TextMAS writes two messages per query (~22 minutes in all)
   python -m tflow.tools.evaluate --model $MODEL --task note-split --modes single,textmas,tflow --limit 200 --seed 0 \
     --shuffle-conditions --sender-ablation --batch-size 8 --json checkpoints/results/smollm2-note-split.json
+fi
+
+if has note-freeform; then
+  # the free-form notes (62, written in everyday words, never trained on): test only, the note generator answers them
+  python -m tflow.tools.evaluate --model $MODEL --task note-freeform --modes single,tflow --shuffle-conditions \
+    --limit 62 --batch-size 8 --json checkpoints/results/smollm2-note-freeform.json
+fi
+
+if has note-heldout; then
+  # 500 held-out queries of each (seed 1; seed 0's 200 are the tables above): so that no one draw decides
+  python -m tflow.tools.evaluate --model $MODEL --task note --modes single,tflow --limit 500 --seed 1 \
+    --shuffle-conditions --batch-size 16 --json checkpoints/results/smollm2-note-500.json
+  python -m tflow.tools.evaluate --model $MODEL --task note-split --modes single,tflow --limit 500 --seed 1 \
+    --shuffle-conditions --sender-ablation --batch-size 16 --json checkpoints/results/smollm2-note-split-500.json
 fi
 
 if has bench; then

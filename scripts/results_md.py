@@ -46,7 +46,7 @@ def provenance() -> list[str]:
             "its linear probe: `probe.json` (`python scripts/kb_probe.py`)."
         )
     for kind in ("generators", "static"):
-        for d in sorted((CKPT / kind).glob("*")):
+        for d in sorted(p for p in (CKPT / kind).glob("*") if p.is_dir()):
             meta_file = d / (GENERATOR_CONFIG if kind == "generators" else TRAINING_RECORD)
             card = json.loads(meta_file.read_text())
             meta = card.get("meta", card)

@@ -25,7 +25,7 @@ SCRIPTS = {
 }
 # The Studio's modules, top to bottom: each may import only the ones after it (and the library).
 STUDIO_ORDER = ("cli", "server", "wiring", "page", "benchmark_tab", "causal_section", "api", "render",
-                "benchmark_run", "worker", "registry")
+                "benchmark_run", "worker", "registry", "examples")
 
 
 def script(name: str) -> str:

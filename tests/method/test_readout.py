@@ -12,6 +12,8 @@ from torch import nn
 from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, infer_targets, load_generator
 from tflow.agents import sender_prompts, sender_states
 from tflow.checkpoints import GENERATOR_CONFIG
+from tflow.diagnostics.next_tokens import next_tokens
+from tflow.results import SenderStates
 
 QUESTION = "What is the code?"
 
@@ -74,3 +76,26 @@ def test_a_read_out_generator_saves_and_loads_it_and_a_checkpoint_without_the_fi
 def test_read_out_must_be_zero_or_one():
     with pytest.raises(ValueError, match="readout must be 0 or 1"):
         GeneratorConfig(readout=2)
+
+
+@pytest.mark.parametrize("readout", [False, True])
+def test_the_senders_top_next_tokens_are_their_heads_argmax_at_every_position_read(qwen3, readout):
+    prompts = sender_prompts(qwen3, Roles().senders, [QUESTION], [["The code is 47.", None]])
+    states, _ = sender_states(qwen3, prompts, "prompt", readout=readout)
+    tok = qwen3.tokenizer
+    views = [SenderStates(a.role, tok.convert_ids_to_tokens(p.input_ids[slice(*p.span("prompt"))]), h, readout)
+             for a, p, h in zip(Roles().senders, prompts, states)]
+    rows = next_tokens(qwen3, views, k=3)
+    assert len(rows) == sum(len(v.tokens) for v in views)
+    for v, p in zip(views, prompts):
+        lo, hi = p.span("prompt")
+        logits = qwen3.model(input_ids=torch.tensor([p.input_ids], device=qwen3.device)).logits[0, lo:hi]
+        probs = torch.softmax(logits.float(), dim=-1)
+        mine = [r for r in rows if r.role == v.role]
+        assert [r.token for r in mine] == v.tokens and [r.position for r in mine] == list(range(hi - lo))
+        for r, want in zip(mine, probs):
+            got = [q for _, q in r.top]
+            assert got == sorted(got, reverse=True) and len(got) == 3
+            # ties aside, the first token is the head's argmax; its probability as a full forward gives it
+            assert want[tok.convert_tokens_to_ids(r.top[0][0])].item() == pytest.approx(got[0], abs=1e-5)
+            assert got[0] == pytest.approx(want.max().item(), abs=1e-5)

@@ -52,7 +52,7 @@ _RUNNING: dict[tuple[str, ...], Studio] = {}
 
 def embedded_examples() -> list[dict]:
     """The examples the embedded world's page shows (no real-model task), in the page's order."""
-    from tflow.studio.registry import build_examples
+    from tflow.studio.examples import build_examples
     from tflow.tasks import REAL_MODEL_TASKS
 
     return [e for e in build_examples() if e["task"] not in REAL_MODEL_TASKS]

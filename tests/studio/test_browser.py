@@ -197,6 +197,11 @@ def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Pat
 
     open_tab(page, "Activations")
     wait_for_figure(page, "hidden-plot", "hidden states on the tokens the generator reads")
+    # the read-out table: every sender's top 3 next tokens at each position it was read at
+    page.wait_for_selector('#next-tokens [data-testid="cell-0-3"]', timeout=TIMEOUT_MS)
+    first_row = [page.locator(f'#next-tokens [data-testid="cell-0-{c}"]').inner_text() for c in range(4)]
+    assert first_row[0] in ("Strategist", "Knowledge Extractor") and first_row[1] == "0", first_row
+    assert first_row[3].count(" · ") == 2, first_row
     page.click("#queries-btn")
     wait_for_figure(page, "queries-plot", "One point per query")
     page.wait_for_function("() => document.body.innerText.includes('Relative spread')")

@@ -12,7 +12,7 @@ from studio_server import Studio, studio
 from test_browser import Session, assert_no_error_toast, browse, dismiss_toasts, open_tab, shoot, wait_for_figure
 
 from tflow import tasks
-from tflow.studio.registry import build_examples
+from tflow.studio.examples import build_examples
 
 pytestmark = pytest.mark.browser
 

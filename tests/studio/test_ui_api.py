@@ -11,7 +11,8 @@ from gradio_client import Client
 from studio_server import ROOT, studio
 
 from tflow import tasks
-from tflow.studio.registry import ASSETS, Studio, StudioConfig, build_examples
+from tflow.studio.examples import ASSETS, build_examples
+from tflow.studio.registry import Studio, StudioConfig
 from tflow.studio.render import header_html
 
 ACTIONS = {"/run", "/ask", "/load_example", "/select_generator", "/select_static", "/perturbation_source",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tflow.checkpoints import GENERATOR_CONFIG
 from tflow.tools import catalog
 
@@ -28,3 +30,25 @@ def test_the_generator_named_after_its_task_comes_before_any_other_that_covers_i
     _generator(tmp_path, "a-mixture", "note+note-split")
     _generator(tmp_path, "note", "note")
     assert catalog.trained_for("note", "smollm2-135m-instruct", root=tmp_path).name == "note"
+
+
+def test_the_generator_preferred_json_names_for_a_task_comes_first_and_only_for_that_task(tmp_path):
+    for name in ("smollm2-kbw4", "smollm2-kbw4-readout"):
+        _generator(tmp_path, name, "kb-words@4")
+    _generator(tmp_path, "smollm2-kbw5", "kb-words@5")
+    assert catalog.trained_for("kb-words@4", "smollm2-135m-instruct", root=tmp_path).name == "smollm2-kbw4"
+    (tmp_path / "generators" / catalog.PREFERRED).write_text(
+        json.dumps({"kb-words@4": {"generator": "smollm2-kbw4-readout", "why": "its table"}}))
+    assert catalog.trained_for("kb-words@4", "smollm2-135m-instruct", root=tmp_path).name == "smollm2-kbw4-readout"
+    assert catalog.trained_for("kb-words@5", "smollm2-135m-instruct", root=tmp_path).name == "smollm2-kbw5"
+    # a name that does not cover the task (or is absent) is passed over, not trusted
+    (tmp_path / "generators" / catalog.PREFERRED).write_text(
+        json.dumps({"kb-words@5": {"generator": "smollm2-kbw4-readout"}}))
+    assert catalog.trained_for("kb-words@5", "smollm2-135m-instruct", root=tmp_path).name == "smollm2-kbw5"
+
+
+def test_a_malformed_preferred_json_is_one_readable_error(tmp_path):
+    _generator(tmp_path, "smollm2-kbw4", "kb-words@4")
+    (tmp_path / "generators" / catalog.PREFERRED).write_text('{"kb-words@4": "smollm2-kbw4"')
+    with pytest.raises(ValueError, match="preferred.json: expected"):
+        catalog.trained_for("kb-words@4", "smollm2-135m-instruct", root=tmp_path)

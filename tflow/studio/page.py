@@ -14,7 +14,8 @@ from ..diagnostics import viz
 from ..pipeline import MODES
 from .benchmark_tab import BenchmarkTab
 from .causal_section import CausalSection
-from .registry import ASSETS, NONE, QUERIES_PER_TASK, Studio
+from .examples import ASSETS
+from .registry import NONE, QUERIES_PER_TASK, Studio
 from .render import header_html, messages_markdown
 from .worker import DEFAULT_ROLES, MAX_NEW_TOKENS, available_modes
 
@@ -224,6 +225,12 @@ class Page(BenchmarkTab):
         self.hidden_note = gr.Markdown("", elem_classes="caption")
         self.hidden_plot = gr.Plot(
             viz.placeholder("Run TFlow to see the senders' hidden states."), elem_id="hidden-plot", show_label=False
+        )
+        self.next_tokens = gr.Dataframe(
+            headers=["sender", "#", "token read", "what the sender would say next (its top 3, probability)"],
+            value=[], interactive=False, wrap=True, max_height=360, elem_id="next-tokens",
+            label="The senders' read-out: their own next-token distribution at each position the generator reads "
+                  "(a generator with the read-out reads its expected embedding)",
         )
         gr.Markdown(
             f"**Across queries:** the perturbation generated for each of {QUERIES_PER_TASK * len(tasks.TASKS)} test "

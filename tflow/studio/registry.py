@@ -10,12 +10,11 @@ Nothing here imports gradio.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +32,11 @@ from ..lru import LRUCache
 from ..peft_io import load_peft_adapter
 from ..pipeline import Pipeline, load_generator_for, load_recorded_sender
 from ..tasks.procedural import is_procedural
+from ..tools import catalog
+from .examples import page_examples
 
 log = logging.getLogger("tflow.studio")
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 NONE = "none"
 QUERIES_PER_TASK = 12
 FEATURE_SETS = 32  # (generator, feature kind, roles) combinations kept for the across-queries view
@@ -136,6 +136,8 @@ class Studio:
         explicit = [Path(cfg.generator)] if cfg.generator else []
         for path in explicit + _subdirs(root / "generators"):
             self._add(self.generators, path, self._load_generator)
+        trained_tasks = {c.task for c in self.generators.values() if c.trained and c.task}
+        self.preferred = self._preferred(trained_tasks, root)
         self.statics: dict[str, Checkpoint] = {}
         for path in _subdirs(root / "static"):
             self._add(self.statics, path, self._load_static)
@@ -143,9 +145,7 @@ class Studio:
             self.notes.append(f"{len(self._other_backbones)} checkpoints trained for other backbones are not offered: "
                               + ", ".join(self._other_backbones))
         # the examples of the tasks this backbone has trained generators for (none: the embedded world's built-in tasks)
-        every = json.loads((ASSETS / "examples.json").read_text())
-        trained_tasks = {c.task for c in self.generators.values() if c.trained and c.task}
-        every += fresh_kb_examples(trained_tasks - {e["task"] for e in every})
+        every = page_examples(trained_tasks)
         own = [e for e in every if self.generator_for(e["task"])]
         self.examples = own or [e for e in every if e["task"] in tasks.TASKS]
         if cfg.generator:  # the one asked for (loaded right after "none"), or untrained when it failed to load
@@ -159,6 +159,15 @@ class Studio:
         self._pipelines: dict[tuple, Pipeline] = {}
         self._features: LRUCache[tuple, tuple[np.ndarray, list[tasks.Example]]] = LRUCache(FEATURE_SETS)
         self._lock = threading.Lock()
+
+    def _preferred(self, trained_tasks: set[str], root: Path) -> dict[str, str]:
+        """Each task's preferred generator folder (tools.catalog.preferred); a malformed file is a note, not a stop."""
+        parts = {p for t in trained_tasks for p in tasks.parts(t)}
+        try:
+            return {t: name for t in sorted(parts) if (name := catalog.preferred(t, root))}
+        except ValueError as e:
+            self.notes.append(str(e))
+            return {}
 
     def _add(self, into: dict[str, Checkpoint], path: Path, load: Callable[[Path], Checkpoint]) -> None:
         if any(c.path and Path(c.path).resolve() == path.resolve() for c in into.values()):
@@ -208,8 +217,12 @@ class Studio:
         return self.generators[generator].sender or self.backbone
 
     def generator_for(self, task: str) -> str | None:
-        fits = (k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained)
-        return next(fits, None)
+        """The loaded generator a task's examples run with: the one the checkpoints' preferred.json names for it
+        (as `evaluate` defaults to), else the first that covers it."""
+        fits = [k for k, c in self.generators.items() if c.task and tasks.covers(c.task, task) and c.trained]
+        first = self.preferred.get(task)
+        return next((k for k in fits if first and Path(self.generators[k].path or "").name == first), None) \
+            or next(iter(fits), None)
 
     def pipeline(self, generator: str, static: str) -> Pipeline:
         """The pipeline of one generator x static adapter pair, on the shared backbone."""
@@ -266,28 +279,6 @@ def base_weight_norms(model: torch.nn.Module, spec: TargetSpec) -> np.ndarray:
     """(layers, modules) ||W||_F of the backbone's targeted weights, for the relative heatmap."""
     norms = [float(mod.weight.detach().float().norm()) for _, _, mod in spec.linears(model)]
     return np.array(norms).reshape(spec.num_layers, len(spec.modules))
-
-
-def _example_rows(order: Iterable[str], per_task: int = 4, seed: int = 0) -> list[dict]:
-    return [{"task": ex.task, "question": ex.question, "contexts": list(ex.contexts), "answer": ex.answer}
-            for task in order for ex in tasks.examples(task, "test", per_task, seed)]
-
-
-def build_examples(per_task: int = 4, seed: int = 0) -> list[dict]:
-    """The page's example questions: test-split examples of the real model's tasks, the embedded world's, the
-    specialist's."""
-    return _example_rows((*tasks.REAL_MODEL_TASKS, "split", "relay", "arith", *tasks.SPECIALIST_TASKS), per_task, seed)
-
-
-def fresh_kb_examples(trained_tasks: Iterable[str]) -> list[dict]:
-    """Examples of the fresh knowledge bases (kb@N, kb-words@N) that loaded generators were trained on: group B's
-    questions, drawn at start (a kb@N is fixed by N, so they are the same every time)."""
-    return _example_rows(sorted(t for t in trained_tasks if tasks.is_specialist(t)))
-
-
-def write_examples(path: Path = ASSETS / "examples.json") -> None:
-    """Regenerate assets/examples.json from tflow.tasks."""
-    path.write_text(json.dumps(build_examples(), indent=2) + "\n")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -10,7 +10,8 @@ import threading
 import gradio as gr
 
 from ..diagnostics import measures
-from .registry import ASSETS, Studio, StudioConfig
+from .examples import ASSETS
+from .registry import Studio, StudioConfig
 from .wiring import StudioUI
 
 

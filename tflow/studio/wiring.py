@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..diagnostics import measures, viz
+from ..diagnostics.next_tokens import next_tokens
 from .api import Api
 from .benchmark_run import ask_examples
 from .page import Page
@@ -81,7 +82,8 @@ class StudioUI(Page):
         self.table.select(self.select_history, [self.history, self.source, self.view, self.layer, self.module],
                           [*self._form(), self.header, v["static"].column, *self.run_outputs],
                           api_name="history_select", queue=False)
-        self.activations_tab.select(self.hidden_states, [self.current], [self.hidden_plot, self.hidden_note],
+        self.activations_tab.select(self.hidden_states, [self.current],
+                                    [self.hidden_plot, self.hidden_note, self.next_tokens],
                                     api_name="hidden_states", concurrency_id="model")
         self.causal.button.click(self.inspect, [self.current, self.source], self.causal.outputs(),
                                  api_name="causal_inspect", show_progress="minimal", concurrency_id="model")
@@ -102,7 +104,8 @@ class StudioUI(Page):
     def _record_outputs(self) -> list:
         columns = [c for m in self.views.values() for c in (m.column, m.answer, m.info)]
         return [self.messages, *columns, *self._perturbation_outputs(), self.chart_tokens, self.chart_time,
-                self.chart_savings, self.hidden_plot, self.hidden_note, self.history, self.table, self.current]
+                self.chart_savings, self.hidden_plot, self.hidden_note, self.next_tokens, self.history, self.table,
+                self.current]
 
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint_updates(self, generator: str, static: str) -> list:
@@ -186,7 +189,7 @@ class StudioUI(Page):
             **self._live_updates(Live(record, done=True), first=True),
             **dict(zip(self._perturbation_outputs(), self.perturbation_view(record, source, view, layer, module))),
             self.chart_tokens: viz.tokens_figure(results), self.chart_time: viz.time_figure(results),
-            self.chart_savings: viz.savings_figure(results), self.hidden_note: "",
+            self.chart_savings: viz.savings_figure(results), self.hidden_note: "", self.next_tokens: [],
             self.hidden_plot: viz.placeholder(f"Open this tab to embed the hidden states of run #{record.number}."),
             self.history: history, self.table: history_rows(history), self.current: record,
         }
@@ -223,12 +226,14 @@ class StudioUI(Page):
     def hidden_states(self, record: RunRecord | None) -> tuple:
         """The current run's sender hidden states, embedded when the Activations tab is opened (once per run)."""
         if record is None or "tflow" not in record.results:
-            return viz.placeholder("Run TFlow to see the senders' hidden states."), ""
+            return viz.placeholder("Run TFlow to see the senders' hidden states."), "", []
         if record.hidden is None:
             senders = self.studio.senders_of(record.request.generator)
-            record.hidden = viz.hidden_states_figure(
-                record.results["tflow"].sender_states, backbone=Path(senders.name).name
-            )
+            states = record.results["tflow"].sender_states
+            rows = [[n.role, n.position, viz.clean_token(n.token),
+                     " · ".join(f"{viz.clean_token(t)} {p:.2f}" for t, p in n.top)]
+                    for n in next_tokens(senders, states)]
+            record.hidden = (*viz.hidden_states_figure(states, backbone=Path(senders.name).name), rows)
         return record.hidden
 
     def across_queries(self, generator: str, kind: str, colour_by: str, p0: str, p1: str, p2: str) -> tuple:

@@ -143,7 +143,7 @@ class RunRecord:
     errors: dict[str, str] = field(default_factory=dict)
     downloads: dict[str, tuple[str, str]] = field(default_factory=dict)  # mode -> (peft zip, raw safetensors)
     warning: str = ""
-    hidden: tuple | None = None  # (figure, note) of the senders' hidden states, built on first view
+    hidden: tuple | None = None  # (figure, note, next-token rows) of the senders' states, built on first view
     causal: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, probe) -> its JSON
 
 
