@@ -5,10 +5,14 @@ import pytest
 
 from tflow import tasks
 from tflow.tasks import suite
+from tflow.tasks.notes import FREEFORM_SETS
+
+SETS = pytest.mark.parametrize("name", sorted(FREEFORM_SETS))
 
 
-def test_the_free_form_set_holds_at_least_fifty_distinct_notes_each_stating_its_answer():
-    rows = tasks.examples("note-freeform", "test", None)
+@SETS
+def test_each_free_form_set_holds_at_least_fifty_distinct_notes_each_stating_its_answer(name):
+    rows = tasks.examples(name, "test", None)
     assert len(rows) >= 50
     assert len({r.question for r in rows}) == len(rows) and len({r.contexts[0] for r in rows}) == len(rows)
     for r in rows:
@@ -16,18 +20,25 @@ def test_the_free_form_set_holds_at_least_fifty_distinct_notes_each_stating_its_
         assert r.answer not in r.question, r  # the question alone does not give it away
 
 
-def test_a_free_form_answer_is_scored_right_in_a_sentence_and_wrong_with_another_notes_value():
-    rows = tasks.examples("note-freeform", "test", None)
+@SETS
+def test_a_free_form_answer_is_scored_right_in_a_sentence_and_wrong_with_another_notes_value(name):
+    rows = tasks.examples(name, "test", None)
     assert all(tasks.grade(rows, [f"It is {r.answer}." for r in rows]))
     others = [rows[(i + 1) % len(rows)].answer for i in range(len(rows))]
     assert not any(tasks.grade(rows, [f"It is {o}." for o in others]))
 
 
-def test_the_free_form_set_is_never_trained_on_and_resolves_to_the_note_generator():
+@SETS
+def test_a_free_form_set_is_never_trained_on_and_resolves_to_the_note_generator(name):
     with pytest.raises(ValueError, match="test set only"):
-        tasks.examples("note-freeform", "train", 10)
-    assert suite.covers("note", "note-freeform") and suite.covers("note+note-split", "note-freeform")
-    assert not suite.covers("note-split", "note-freeform")
-    assert suite.budgets("note-freeform") == suite.budgets("note")
+        tasks.examples(name, "train", 10)
+    assert suite.covers("note", name) and suite.covers("note+note-split", name)
+    assert not suite.covers("note-split", name)
+    assert suite.budgets(name) == suite.budgets("note")
     trained = {e.contexts[0] for e in tasks.examples("note", "train", 2000)}
-    assert not trained & {r.contexts[0] for r in tasks.examples("note-freeform", "test", None)}
+    assert not trained & {r.contexts[0] for r in tasks.examples(name, "test", None)}
+
+
+def test_the_two_free_form_sets_share_no_note():
+    first, second = ({r.contexts[0] for r in tasks.examples(n, "test", None)} for n in sorted(FREEFORM_SETS))
+    assert not first & second

@@ -14,7 +14,9 @@ import random
 from dataclasses import dataclass
 from importlib.resources import files
 
-FREEFORM = "note-freeform"  # a test set only: notes and questions in everyday words, never trained on
+# test sets only, never trained on: notes and questions in everyday words (the second written later, kept unseen
+# until the note generator's lifted recipe had been chosen: its clean estimate)
+FREEFORM_SETS = {"note-freeform": "notes_freeform.jsonl", "note-freeform2": "notes_freeform2.jsonl"}
 
 # Open-class values come from large pools: with a few dozen names a generator learns to pick one of
 # the names it was trained on and never says a held-out one (measured: 0/10 held-out names and
@@ -135,10 +137,10 @@ def swap(fact: str, value: str, rng: random.Random) -> tuple[str, str]:
     raise ValueError(f"not a note fact: {fact!r}")
 
 
-def freeform() -> list[tuple[str, str, str]]:
-    """(note, question, answer) of the free-form test set: notes a person might write (a text message, a reminder,
+def freeform(name: str = "note-freeform") -> list[tuple[str, str, str]]:
+    """(note, question, answer) of a free-form test set: notes a person might write (a text message, a reminder,
     a sticky note) and a question about each, written without looking at this module's templates, so that it measures
     whether a note generator reads what users write rather than what it was trained on."""
-    text = (files(__package__) / "data" / "notes_freeform.jsonl").read_text(encoding="utf-8")
+    text = (files(__package__) / "data" / FREEFORM_SETS[name]).read_text(encoding="utf-8")
     return [(r["note"], r["question"], r["answer"]) for r in map(json.loads, text.splitlines()) if r]
 

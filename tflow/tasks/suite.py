@@ -15,8 +15,8 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
   -> `418`); held-out values *and* phrasings make the test split.
 - note-split: each sender holds a different note; the receiver is asked for both
   (`What is the door code? When does the train leave?` -> `418 and 7:45`).
-- note-freeform: a test set for the note generator, notes and questions in everyday words (`notes.freeform`);
-  never trained on.
+- note-freeform, note-freeform2: test sets for the note generator, notes and questions in everyday words
+  (`notes.freeform`); never trained on.
 - A mixture `note+note-split` trains one generator on both (examples drawn from each in turn).
 - jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
   split: evaluation uses every row of the file it is given, training every row of its own
@@ -49,8 +49,8 @@ ANSWER_TOKENS = MESSAGE_TOKENS = 48
 # A note's answer is its value (<= 6 tokens), a note-split's two of them; a real sender's TextMAS message may run on.
 BENCHMARK_BUDGETS = (512, 256)  # greedy defaults (the paper's protocol has its own: tools/protocol.py)
 PROCEDURAL_BUDGETS = (256, 128)  # reasoning-gym answers are short
-NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64), notes.FREEFORM: (16, 64)}
-TEST_SETS = {notes.FREEFORM: "note"}  # a test-only task: the task whose checkpoints answer it
+NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64), **dict.fromkeys(notes.FREEFORM_SETS, (16, 64))}
+TEST_SETS = dict.fromkeys(notes.FREEFORM_SETS, "note")  # a test-only task: the task whose checkpoints answer it
 
 
 def checkpoint_name(task: str) -> str:
@@ -202,14 +202,14 @@ SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoint
 def _unknown(task: str) -> ValueError:
     return ValueError(
         f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, "
-        f"{notes.FREEFORM}, kb@N, kb-words@N, jsonl:PATH, a benchmark ({', '.join(benchmarks.BENCHMARKS)}) "
+        f"{', '.join(notes.FREEFORM_SETS)}, kb@N, kb-words@N, jsonl:PATH, a benchmark ({', '.join(benchmarks.BENCHMARKS)}) "
         "or rg:NAME (reasoning-gym)"
     )
 
 
 def is_held_out(ex: Example) -> bool:
     """Relay fact values ending in 7 are reserved for the test split; a note says which split it was drawn from."""
-    if ex.task in (*REAL_MODEL_TASKS, notes.FREEFORM):
+    if ex.task in (*REAL_MODEL_TASKS, *notes.FREEFORM_SETS):
         return ex.held_out
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
 
@@ -249,11 +249,11 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
             rows = [r for r in rows if in_test_bucket(r.key) == (split == "test")]
             random.Random(seed).shuffle(rows)
         return rows if n is None else rows[:n]
-    if task == notes.FREEFORM:
+    if task in notes.FREEFORM_SETS:
         if split == "train":
             raise ValueError(f"{task} is a test set only, never trained on: train on {TEST_SETS[task]}")
         rows = [Example(task, q, a, (note, note), {"Strategist": note, "Knowledge Extractor": note}, held_out=True)
-                for note, q, a in notes.freeform()]
+                for note, q, a in notes.freeform(task)]
         return rows if n is None else rows[:n]
     if is_specialist(task):
         rows = _kb(task, split, seed)
