@@ -17,6 +17,8 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
   (`What is the door code? When does the train leave?` -> `418 and 7:45`).
 - note-freeform, note-freeform2: test sets for the note generator, notes and questions in everyday words
   (`notes.freeform`); never trained on.
+- note-varied: training notes with made-up values of many forms, in everyday registers (`varied_notes`); mixed
+  with note, it teaches copying a value rather than recognising one from a pool.
 - A mixture `note+note-split` trains one generator on both (examples drawn from each in turn).
 - jsonl:PATH: a GSM8K-format file (`question`, `answer` ending in `#### 42`). A file is a
   split: evaluation uses every row of the file it is given, training every row of its own
@@ -34,7 +36,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from . import benchmarks, kb, notes, procedural
+from . import benchmarks, kb, notes, procedural, varied_notes
 from .example import Example, in_test_bucket
 
 NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon"]
@@ -49,7 +51,8 @@ ANSWER_TOKENS = MESSAGE_TOKENS = 48
 # A note's answer is its value (<= 6 tokens), a note-split's two of them; a real sender's TextMAS message may run on.
 BENCHMARK_BUDGETS = (512, 256)  # greedy defaults (the paper's protocol has its own: tools/protocol.py)
 PROCEDURAL_BUDGETS = (256, 128)  # reasoning-gym answers are short
-NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64), **dict.fromkeys(notes.FREEFORM_SETS, (16, 64))}
+NOTE_BUDGETS = {"note": (16, 64), "note-split": (24, 64), "note-varied": (16, 64),
+                **dict.fromkeys(notes.FREEFORM_SETS, (16, 64))}
 TEST_SETS = dict.fromkeys(notes.FREEFORM_SETS, "note")  # a test-only task: the task whose checkpoints answer it
 
 
@@ -115,6 +118,14 @@ def _note(rng: random.Random) -> Example:
     fact, question, value = notes.draw(rng, test)
     return Example(
         "note", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test
+    )
+
+
+def _note_varied(rng: random.Random) -> Example:
+    test = rng.random() < 0.2
+    fact, question, value = varied_notes.draw(rng)
+    return Example(
+        "note-varied", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test
     )
 
 
@@ -193,23 +204,26 @@ def _kb(task: str, split: str | None, seed: int) -> list[Example]:
 
 
 _BUILTIN: dict[str, Callable[[random.Random], Example]] = {"relay": _relay, "split": _split, "arith": _arith,
-                                                           "note": _note, "note-split": _note_split}
+                                                           "note": _note, "note-split": _note_split,
+                                                           "note-varied": _note_varied}
 TASKS = ("relay", "split", "arith")  # the embedded world's; the senders run on the receiver's own backbone
 REAL_MODEL_TASKS = ("note", "note-split")  # in natural language, for a real instruct receiver
+NOTE_TASKS = (*REAL_MODEL_TASKS, "note-varied")  # their split is the one each example was drawn from
 SPECIALIST_TASKS = ("kb",)  # the senders need a specialist backbone (checkpoints/tiny-qwen3-kb)
 
 
 def _unknown(task: str) -> ValueError:
     return ValueError(
         f"unknown task {task!r}: choose one of {', '.join(TASKS + REAL_MODEL_TASKS + SPECIALIST_TASKS)}, "
-        f"{', '.join(notes.FREEFORM_SETS)}, kb@N, kb-words@N, jsonl:PATH, a benchmark ({', '.join(benchmarks.BENCHMARKS)}) "
+        f"note-varied, {', '.join(notes.FREEFORM_SETS)}, kb@N, kb-words@N, jsonl:PATH, a benchmark "
+        f"({', '.join(benchmarks.BENCHMARKS)}) "
         "or rg:NAME (reasoning-gym)"
     )
 
 
 def is_held_out(ex: Example) -> bool:
     """Relay fact values ending in 7 are reserved for the test split; a note says which split it was drawn from."""
-    if ex.task in (*REAL_MODEL_TASKS, *notes.FREEFORM_SETS):
+    if ex.task in (*NOTE_TASKS, *notes.FREEFORM_SETS):
         return ex.held_out
     return ex.task == "relay" and ex.contexts[0] is not None and ex.contexts[0].rstrip(".").endswith("7")
 
@@ -217,7 +231,7 @@ def is_held_out(ex: Example) -> bool:
 def in_test_split(ex: Example) -> bool:
     """A note's (or note-split's) split is the one it was drawn from; other built-in examples' split is their key's
     hash bucket or a held-out value."""
-    return is_held_out(ex) or (ex.task not in REAL_MODEL_TASKS and in_test_bucket(ex.key))
+    return is_held_out(ex) or (ex.task not in NOTE_TASKS and in_test_bucket(ex.key))
 
 
 def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bool = False,
