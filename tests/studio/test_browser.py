@@ -202,6 +202,8 @@ def test_example_through_every_mode(app: Studio, session: Session, tmp_path: Pat
     first_row = [page.locator(f'#next-tokens [data-testid="cell-0-{c}"]').inner_text() for c in range(4)]
     assert first_row[0] in ("Strategist", "Knowledge Extractor") and first_row[1] == "0", first_row
     assert first_row[3].count(" · ") == 2, first_row
+    assert "each sender would say next:** " not in page.locator("#hidden-note").inner_text()  # rendered, not raw
+    assert "each sender would say next: Strategist: " in page.locator("#hidden-note").inner_text()
     page.click("#queries-btn")
     wait_for_figure(page, "queries-plot", "One point per query")
     page.wait_for_function("() => document.body.innerText.includes('Relative spread')")

@@ -101,5 +101,10 @@ def test_a_real_kb_example_runs_its_senders_on_the_real_specialist(real_session:
     assert page.locator("#answer-tflow textarea").input_value().strip()
     open_tab(page, "Activations")
     wait_for_figure(page, "hidden-plot", "smollm2-kbw4")
+    # the specialist's read-out where the generator stops reading (the answer header): the answer it would give
+    page.wait_for_function(
+        "() => (document.querySelector('#hidden-note')?.innerText || '').includes('each sender would say next')")
+    said = page.locator("#hidden-note").inner_text()
+    assert all(f"{role}: {ex.answer} " in said for role in ("Strategist", "Knowledge Extractor")), said
     shoot(page, tmp_path, "real-7-kb-activations")
     assert_no_error_toast(page)

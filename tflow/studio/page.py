@@ -222,13 +222,14 @@ class Page(BenchmarkTab):
             "to see its token.",
             elem_classes="caption",
         )
-        self.hidden_note = gr.Markdown("", elem_classes="caption")
+        self.hidden_note = gr.Markdown("", elem_classes="caption", elem_id="hidden-note")
         self.hidden_plot = gr.Plot(
             viz.placeholder("Run TFlow to see the senders' hidden states."), elem_id="hidden-plot", show_label=False
         )
         self.next_tokens = gr.Dataframe(
             headers=["sender", "#", "token read", "what the sender would say next (its top 3, probability)"],
             value=[], interactive=False, wrap=True, max_height=360, elem_id="next-tokens",
+            column_widths=["18%", "6%", "18%", "58%"],
             label="The senders' read-out: their own next-token distribution at each position the generator reads "
                   "(a generator with the read-out reads its expected embedding)",
         )

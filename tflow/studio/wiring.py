@@ -230,10 +230,14 @@ class StudioUI(Page):
         if record.hidden is None:
             senders = self.studio.senders_of(record.request.generator)
             states = record.results["tflow"].sender_states
-            rows = [[n.role, n.position, viz.clean_token(n.token),
-                     " · ".join(f"{viz.clean_token(t)} {p:.2f}" for t, p in n.top)]
-                    for n in next_tokens(senders, states)]
-            record.hidden = (*viz.hidden_states_figure(states, backbone=Path(senders.name).name), rows)
+            read = next_tokens(senders, states)
+            cells = [" · ".join(f"{viz.clean_token(t)} {p:.2f}" for t, p in n.top) for n in read]
+            rows = [[n.role, n.position, viz.clean_token(n.token), c] for n, c in zip(read, cells)]
+            last = {n.role: c for n, c in zip(read, cells)}  # each sender's last position read
+            fig, note = viz.hidden_states_figure(states, backbone=Path(senders.name).name)
+            said = "; ".join(f"{role}: {c}" for role, c in last.items())
+            record.hidden = (fig, f"{note}\n\n**Where the generator stops reading, each sender would say next:** "
+                                  f"{said}", rows)
         return record.hidden
 
     def across_queries(self, generator: str, kind: str, colour_by: str, p0: str, p1: str, p2: str) -> tuple:

@@ -1,0 +1,117 @@
+"""RESULTS.md's sections on closing the real model's gaps: the read-out ablation on kb-words@4, the note generators on
+500 held-out queries, and the free-form notes broken down by the kind of value and whether the note task's pools
+hold it. Imported by results_md.py; every figure is read from an evaluate report in checkpoints/results/."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tflow.tasks.notes import SLOTS, is_held_out_value
+
+RESULTS = Path(__file__).resolve().parents[1] / "checkpoints" / "results"
+MODES = ("tflow", "static", "single", "tflow_shuffled", "textmas")
+
+
+def _report(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(r: dict | None, mode: str) -> str:
+    return f"{100 * r['results'][mode]['accuracy']:.1f}" if r and mode in r["results"] else "-"
+
+
+def readout() -> list[str]:
+    """kb-words@4's group B with and without the read-out: same recipe, steps, data; every mode and per attribute."""
+    rows = [(label, _report(f"smollm2-kbw4{s}"), _report(f"smollm2-kbw4{s}-train"))
+            for label, s in (("without the read-out (shipped first)", ""), ("with the read-out", "-readout"))]
+    if rows[1][1] is None:
+        return []
+    alone = _report("smollm2-kbw4-specialist")
+    attrs = list(rows[0][1]["results"]["tflow"].get("by_attribute", {}))
+    out = ["## kb-words@4 with and without the read-out", "",
+           "Group B's 300 questions (people no generator or static LoRA trained on), greedy, seed 0; the generators "
+           "differ only in `--readout 1` (`bash scripts/build_real.sh words-readout words-readout-evaluate`); the "
+           f"static LoRA and Single are the same model in both rows. The specialist alone: {_pct(alone, 'single')}%.",
+           "",
+           "| generator | TFlow % | " + " | ".join(f"TFlow {a} %" for a in attrs)
+           + " | static % | Single % | shuffled % | TextMAS % | TFlow on group A % |",
+           "| --- | ---: | " + " | ".join("---:" for _ in attrs) + " | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r, on_a in rows:
+        by = r["results"]["tflow"].get("by_attribute", {})
+        cells = [_pct(r, "tflow"), *(f"{100 * by[a]['accuracy']:.1f}" if a in by else "-" for a in attrs),
+                 *(_pct(r, m) for m in MODES[1:]), _pct(on_a, "tflow")]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def heldout() -> list[str]:
+    """The note generators on 500 held-out queries each (seed 1), beside the 200 of seed 0."""
+    pairs = [("note", "smollm2-note", "smollm2-note-500"),
+             ("note-split", "smollm2-note-split", "smollm2-note-split-500")]
+    if _report(pairs[0][2]) is None:
+        return []
+    out = ["## The note generators on 500 held-out queries", "",
+           "`bash scripts/build_real.sh note-heldout`: seed 1's 500 test queries (held-out values and phrasings), "
+           "beside the tables' 200 of seed 0.", "",
+           "| task | TFlow % (200, seed 0) | TFlow % [95%] (500, seed 1) | Single % | shuffled % "
+           "| each sender alone % |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for task, first, big in pairs:
+        r = _report(big)
+        if r is None:
+            continue
+        res = r["results"]
+        lo, hi = res["tflow"]["accuracy_ci95"]
+        alone = " / ".join(_pct(r, m) for m in res if m.startswith("tflow_only_")) or "-"
+        out.append(f"| {task} | {_pct(_report(first), 'tflow')} | {_pct(r, 'tflow')} [{100 * lo:.1f}, {100 * hi:.1f}] "
+                   f"| {_pct(r, 'single')} | {_pct(r, 'tflow_shuffled')} | {alone} |")
+    return [*out, ""]
+
+
+def value_kind(answer: str) -> str:
+    """time (7:15, 7 pm), number (digits, a decimal), code (letters and digits mixed, separators), word (the rest)."""
+    if re.fullmatch(r"\d{1,2}:\d\d|\d{1,2}\s*(am|pm)", answer.lower()):
+        return "time"
+    if re.fullmatch(r"\d+(\.\d+)?", answer):
+        return "number"
+    return "code" if re.search(r"\d", answer) else "word"
+
+
+def pool(answer: str) -> str:
+    """Whether the note task's value pools hold the answer: in its training values, in its held-out values, or not."""
+    for slot in SLOTS:
+        if answer in slot.values:
+            return "a held-out pool value" if is_held_out_value(slot, answer) else "a training pool value"
+    return "in no pool"
+
+
+def freeform(report: str) -> list[str]:
+    """TFlow on a free-form set by the kind of value and by pool, from the report's per-item verdicts."""
+    from tflow.tasks.notes import freeform as rows
+
+    r = _report(report)
+    if r is None or "items" not in r["results"]["tflow"]:
+        return []
+    right = {int(i["id"]): i["correct"] for i in r["results"]["tflow"]["items"]}
+    groups: dict[str, list[bool]] = {}
+    for i, (_, _, answer) in enumerate(rows(r["task"])):
+        for key in (value_kind(answer), pool(answer)):
+            groups.setdefault(key, []).append(right[i])
+    order = ("time", "number", "code", "word", "a training pool value", "a held-out pool value", "in no pool")
+    cells = ", ".join(f"{k} {sum(groups[k])}/{len(groups[k])}" for k in order if k in groups)
+    return [f"- {report}: TFlow {_pct(r, 'tflow')}% of {len(right)} (`{r.get('generator') or 'the shipped generator'}`)"
+            f" by kind and pool: {cells}."]
+
+
+def freeform_section() -> list[str]:
+    """Every free-form report there is, broken down."""
+    lines = [line for name in ("smollm2-note-freeform", "smollm2-note-freeform2", "smollm2-note-varied-freeform",
+                               "smollm2-note-varied-freeform2") for line in freeform(name)]
+    if not lines:
+        return []
+    return ["## Free-form notes by kind of value", "",
+            "The note task's pools: 3-digit codes, times h:mm, rooms A1-H40, first names, 2-99 boxes, cities, colours "
+            "(tflow/tasks/notes.py). Breakdown by `scripts/results_notes.py` from each report's per-item verdicts.", "",
+            *lines, ""]
