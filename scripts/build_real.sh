@@ -225,6 +225,10 @@ fi
 if has words-readout-evaluate; then
   kb_evaluate kb-words@4 checkpoints/specialists/smollm2-kbw4 checkpoints/generators/smollm2-kbw4-readout \
     checkpoints/static/smollm2-kbw4 smollm2-kbw4-readout
+  # the first generator's TFlow on the same questions again, with the per-item verdicts its report predates: the
+  # with / without comparison paired by item (RESULTS.md)
+  python -m tflow.tools.evaluate --model $MODEL --task kb-words@4 --generator checkpoints/generators/smollm2-kbw4 \
+    --modes tflow --limit 300 --seed 0 --batch-size 8 --json checkpoints/results/smollm2-kbw4-items.json
 fi
 
 if has words6-replicate; then
