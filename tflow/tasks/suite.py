@@ -15,7 +15,7 @@ Built-in tasks (two senders: Strategist, Knowledge Extractor; one receiver):
   -> `418`); held-out values *and* phrasings make the test split.
 - note-split: each sender holds a different note; the receiver is asked for both
   (`What is the door code? When does the train leave?` -> `418 and 7:45`).
-- note-freeform, note-freeform2: test sets for the note generator, notes and questions in everyday words
+- note-freeform, note-freeform2, note-freeform3: test sets for the note generator, notes and questions in everyday words
   (`notes.freeform`); never trained on.
 - note-varied: training notes with made-up values of many forms, in everyday registers (`varied_notes`); mixed
   with note, it teaches copying a value rather than recognising one from a pool.
