@@ -146,3 +146,22 @@ def freeform_section() -> list[str]:
             "and first run once, after smollm2-note-varied had trained (its figures are that recipe's clean "
             "estimate).", "",
             *lines, ""]
+
+
+def kb2_readout() -> list[str]:
+    """kb@2's multi-digit answers with the read-out generator beside the shipped one, per attribute."""
+    without, with_ = _report("smollm2-kb2-by-attribute"), _report("smollm2-kb2-readout")
+    if with_ is None or without is None:
+        return []
+
+    def cells(r: dict) -> str:
+        by = r["results"]["tflow"]["by_attribute"]
+        parts = (f"{100 * by[a]['accuracy']:.1f}" for a in ("friend", "age", "lucky"))
+        return f"{_pct(r, 'tflow')} | " + " | ".join(parts)
+
+    return ["## kb@2 with the read-out", "",
+            "Group B's 300 questions, greedy, seed 0 (`bash scripts/build_real.sh kb2-readout`: the kb step's "
+            "generator command + `--readout 1`; the generator stays in runs/kb2-readout/, not shipped); shuffled "
+            f"conditions with the read-out: {_pct(with_, 'tflow_shuffled')}%.", "",
+            "| generator | TFlow % | friend % | age % | lucky number % |", "| --- | ---: | ---: | ---: | ---: |",
+            f"| without the read-out (shipped) | {cells(without)} |", f"| with the read-out | {cells(with_)} |", ""]
