@@ -7,7 +7,11 @@ import json
 import re
 from pathlib import Path
 
+from results_shared import pair_cells  # this script's folder (results_md.py puts it on the path)
+
 from tflow.tasks.notes import SLOTS, is_held_out_value
+from tflow.tasks.notes import freeform as freeform_rows
+from tflow.tools.stats import paired
 
 RESULTS = Path(__file__).resolve().parents[1] / "checkpoints" / "results"
 MODES = ("tflow", "static", "single", "tflow_shuffled", "textmas")
@@ -81,13 +85,9 @@ def heldout() -> list[str]:
 
 def _paired(a: dict, b: dict) -> str:
     """TFlow of report `a` against TFlow of report `b` on the same items: points [95%] | McNemar p | discordant."""
-    from results_shared import _pair_cells
-
-    from tflow.tools.stats import paired
-
     theirs = {i["id"]: i["correct"] for i in b["results"]["tflow"]["items"]}
     mine = a["results"]["tflow"]["items"]
-    return _pair_cells(paired([i["correct"] for i in mine], [theirs[i["id"]] for i in mine]))
+    return pair_cells(paired([i["correct"] for i in mine], [theirs[i["id"]] for i in mine]))
 
 
 def value_kind(answer: str) -> str:
@@ -112,14 +112,12 @@ def pool(answer: str) -> str:
 
 def freeform(report: str) -> list[str]:
     """TFlow on a free-form set by the kind of value and by pool, from the report's per-item verdicts."""
-    from tflow.tasks.notes import freeform as rows
-
     r = _report(report)
     if r is None or "items" not in r["results"]["tflow"]:
         return []
     right = {int(i["id"]): i["correct"] for i in r["results"]["tflow"]["items"]}
     groups: dict[str, list[bool]] = {}
-    for i, (_, _, answer) in enumerate(rows(r["task"])):
+    for i, (_, _, answer) in enumerate(freeform_rows(r["task"])):
         for key in (value_kind(answer), pool(answer)):
             groups.setdefault(key, []).append(right[i])
     order = ("time", "date", "number", "code", "word", "a training pool value", "a held-out pool value", "in no pool")

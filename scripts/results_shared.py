@@ -72,7 +72,7 @@ def shared() -> list[str]:
             rows.append(f"| {report['task']} | {mode} | {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
                         f"{r['tokens_per_query']:.0f} | {r['paper_tokens_per_query']:.0f} | "
                         f"{r['seconds_per_query']:.2f} | {r['n']} |")
-        pairs += [f"| {report['task']} | {name.replace('tflow_vs_', 'TFlow − ')} | {_pair_cells(v)} |"
+        pairs += [f"| {report['task']} | {name.replace('tflow_vs_', 'TFlow − ')} | {pair_cells(v)} |"
                   for name, v in paired.items()]
     return ["## The paper's shared-question setting on SmolLM2-135M-Instruct", "",
             "`bash scripts/build_real.sh shared shared-static shared-evaluate shared-textmas`: two frozen senders "
@@ -108,10 +108,10 @@ def _pair(label: str, a: dict, b: dict) -> str:
 
     theirs = {i["id"]: i["correct"] for i in b["items"]}
     v = paired([i["correct"] for i in a["items"]], [theirs[i["id"]] for i in a["items"]])
-    return f"| {label} | {_pair_cells(v)} |"
+    return f"| {label} | {pair_cells(v)} |"
 
 
-def _pair_cells(v: dict) -> str:
+def pair_cells(v: dict) -> str:
     """A paired comparison's table cells: points [95% interval] | McNemar p | discordant items."""
     lo, hi = (100 * x for x in v["difference_ci95"])
     return f"{100 * v['difference']:+.1f} [{lo:+.1f}, {hi:+.1f}] | {v['mcnemar_p']:.2g} | {v['a_only']} / {v['b_only']}"
