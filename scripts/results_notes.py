@@ -59,7 +59,8 @@ def heldout() -> list[str]:
     """The note generators on 500 held-out queries each (seed 1), beside the 200 of seed 0; the lift paired by item."""
     rows = [("note (smollm2-note)", "smollm2-note", "smollm2-note-500"),
             ("note-split (smollm2-note-split)", "smollm2-note-split", "smollm2-note-split-500"),
-            ("note (smollm2-note-varied: note + note-varied)", None, "smollm2-note-varied-500")]
+            ("note (smollm2-note-varied: note + note-varied)", None, "smollm2-note-varied-500"),
+            ("note-split (smollm2-note-split-longer: 400 steps more)", None, "smollm2-note-split-longer-500")]
     if _report(rows[0][2]) is None:
         return []
     out = ["## The note generators on 500 held-out queries", "",
@@ -77,9 +78,11 @@ def heldout() -> list[str]:
         alone = " / ".join(_pct(r, m) for m in res if m.startswith("tflow_only_")) or "-"
         out.append(f"| {label} | {_pct(_report(first), 'tflow') if first else '-'} | {_pct(r, 'tflow')} "
                    f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_pct(r, 'single')} | {_pct(r, 'tflow_shuffled')} | {alone} |")
-    lifted, shipped = _report(rows[2][2]), _report(rows[0][2])
-    if lifted is not None:
-        out += ["", f"smollm2-note-varied - smollm2-note on the same 500 note queries: {_paired(lifted, shipped)}."]
+    for (label, _, lift), (_, _, base) in ((rows[2], rows[0]), (rows[3], rows[1])):
+        lifted, shipped = _report(lift), _report(base)
+        if lifted is not None and shipped is not None:
+            out += ["", f"{label.split('(')[1].split(':')[0]} - the shipped generator on the same 500 queries, TFlow "
+                        f"paired: {_paired(lifted, shipped)}."]
     return [*out, ""]
 
 
