@@ -113,20 +113,20 @@ def swap_fact(ex: Example, rng: random.Random) -> Example:
     return Example("relay", ex.question, str(answer), (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact})
 
 
+def _one_note(task: str, note: str, question: str, value: str, held_out: bool) -> Example:
+    """A note both senders hold, asked about by the receiver."""
+    return Example(task, question, value, (note, note), {"Strategist": note, "Knowledge Extractor": note},
+                   held_out=held_out)
+
+
 def _note(rng: random.Random) -> Example:
     test = rng.random() < 0.2
-    fact, question, value = notes.draw(rng, test)
-    return Example(
-        "note", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test
-    )
+    return _one_note("note", *notes.draw(rng, test), held_out=test)
 
 
 def _note_varied(rng: random.Random) -> Example:
     test = rng.random() < 0.2
-    fact, question, value = varied_notes.draw(rng)
-    return Example(
-        "note-varied", question, value, (fact, fact), {"Strategist": fact, "Knowledge Extractor": fact}, held_out=test
-    )
+    return _one_note("note-varied", *varied_notes.draw(rng), held_out=test)
 
 
 def _note_split(rng: random.Random) -> Example:
@@ -266,8 +266,7 @@ def examples(task: str, split: str, n: int | None, seed: int = 0, hash_split: bo
     if task in notes.FREEFORM_SETS:
         if split == "train":
             raise ValueError(f"{task} is a test set only, never trained on: train on {TEST_SETS[task]}")
-        rows = [Example(task, q, a, (note, note), {"Strategist": note, "Knowledge Extractor": note}, held_out=True)
-                for note, q, a in notes.freeform(task)]
+        rows = [_one_note(task, note, q, a, held_out=True) for note, q, a in notes.freeform(task)]
         return rows if n is None else rows[:n]
     if is_specialist(task):
         rows = _kb(task, split, seed)
