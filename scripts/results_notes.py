@@ -7,11 +7,10 @@ import json
 import re
 from pathlib import Path
 
-from results_shared import pair_cells  # this script's folder (results_md.py puts it on the path)
+from results_shared import paired_cells  # this script's folder (results_md.py puts it on the path)
 
 from tflow.tasks.notes import SLOTS, is_held_out_value
 from tflow.tasks.notes import freeform as freeform_rows
-from tflow.tools.stats import paired
 
 RESULTS = Path(__file__).resolve().parents[1] / "checkpoints" / "results"
 MODES = ("tflow", "static", "single", "tflow_shuffled", "textmas")
@@ -88,9 +87,7 @@ def heldout() -> list[str]:
 
 def _paired(a: dict, b: dict) -> str:
     """TFlow of report `a` against TFlow of report `b` on the same items: points [95%] | McNemar p | discordant."""
-    theirs = {i["id"]: i["correct"] for i in b["results"]["tflow"]["items"]}
-    mine = a["results"]["tflow"]["items"]
-    return pair_cells(paired([i["correct"] for i in mine], [theirs[i["id"]] for i in mine]))
+    return paired_cells(a["results"]["tflow"], b["results"]["tflow"])
 
 
 def value_kind(answer: str) -> str:

@@ -104,11 +104,15 @@ def _row(label: str, r: dict) -> str:
 
 def _pair(label: str, a: dict, b: dict) -> str:
     """Mode run `a` against run `b` on the same items (matched by item id): the paired difference."""
+    return f"| {label} | {paired_cells(a, b)} |"
+
+
+def paired_cells(a: dict, b: dict) -> str:
+    """The cells of mode run `a` against mode run `b` on the same items, matched by item id."""
     from tflow.tools.stats import paired
 
     theirs = {i["id"]: i["correct"] for i in b["items"]}
-    v = paired([i["correct"] for i in a["items"]], [theirs[i["id"]] for i in a["items"]])
-    return f"| {label} | {pair_cells(v)} |"
+    return pair_cells(paired([i["correct"] for i in a["items"]], [theirs[i["id"]] for i in a["items"]]))
 
 
 def pair_cells(v: dict) -> str:
