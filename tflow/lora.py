@@ -228,27 +228,77 @@ def _modules_by_name(model: nn.Module, spec: TargetSpec) -> dict[str, list[nn.Li
     return found
 
 
+# linears that read the same input tensor in the decoder layers of Llama, Qwen2/3, Mistral, Gemma (matched by their
+# last name inside one parent): on the low-rank path they share one GEMM with their A factors side by side (7 -> 4
+# first GEMMs per layer). Other names are not fused; a module whose input is another tensor just computes the product
+SAME_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def _same_input_groups(names: Sequence[str]) -> list[list[str]]:
+    """The targeted module names that read one input, grouped (2 or more per group, in `names`' order)."""
+    groups = []
+    for leaves in SAME_INPUT:
+        by_parent: dict[str, list[str]] = {}
+        for name in names:
+            parent, _, leaf = name.rpartition(".")
+            if leaf in leaves:
+                by_parent.setdefault(parent, []).append(name)
+        groups += [g for g in by_parent.values() if len(g) > 1]
+    return groups
+
+
+class _SharedProduct:
+    """x A_cat^T of one layer's same-input linears, computed by the first of them and reused by the others while
+    their input is the same tensor (same object, unchanged)."""
+
+    def __init__(self, a_t: torch.Tensor):
+        self.a_t = a_t  # (in, sum of the group's stacked ranks)
+        self._x: torch.Tensor | None = None
+        self._version = -1
+        self._xa: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._x is not x or self._version != x._version:
+            self._x, self._version = x, x._version
+            self._xa = x.reshape(-1, x.shape[-1]) @ self.a_t
+        return self._xa
+
+
 class _Active:
     """What one request applies: per targeted module, merged weight or stacked factors."""
 
     def __init__(self, model: nn.Module, p: Perturbation, merge: bool):
-        self.ops: dict[nn.Module, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
-        for name, mods in _modules_by_name(model, p.spec).items():
+        self.ops: dict[nn.Module, tuple] = {}
+        by_name = _modules_by_name(model, p.spec)
+        shared = not merge and p.batch_size == 1  # one perturbation for every row: 2-D GEMMs on transposed copies
+        factors = {}
+        for name, mods in by_name.items():
             w = mods[0].weight
             # factors may live elsewhere (a static adapter read on the CPU, an fp32 generator)
             a, b = (t.to(w.device, w.dtype) for t in p.stacked_layers(name))
-            if not merge and p.batch_size == 1:  # one perturbation for every row: 2-D GEMMs on transposed copies
-                # (copies: with transposed views a 36-token prefill on SmolLM2 took 12 ms more)
-                a_t, b_t = a[0].transpose(-1, -2).contiguous(), b[0].transpose(-1, -2).contiguous()
+            if shared:  # (copies: with transposed views a 36-token prefill on SmolLM2 took 12 ms more)
+                a, b = a[0].transpose(-1, -2).contiguous(), b[0].transpose(-1, -2).contiguous()
+            factors[name] = (a, b)
             for layer, mod in enumerate(mods):
                 if merge:
                     # one fused pass: W + B A without materialising B A on its own
                     merged = torch.addmm(mod.weight, b[0, layer], a[0, layer], out=_POOL.take(mod.weight))
                     self.ops[mod] = ("merged", merged, None)
-                elif p.batch_size == 1:
-                    self.ops[mod] = ("shared", a_t[layer], b_t[layer])
+                elif shared:
+                    self.ops[mod] = ("shared", a[layer], b[layer])
                 else:
                     self.ops[mod] = ("lowrank", a[:, layer], b[:, layer])
+        if not shared:
+            return
+        for group in _same_input_groups(list(by_name)):
+            a_cat = torch.cat([factors[name][0] for name in group], dim=-1)  # (layers, in, sum of ranks)
+            edges = [0]
+            for name in group:
+                edges.append(edges[-1] + factors[name][0].shape[-1])
+            for layer in range(p.spec.num_layers):
+                product = _SharedProduct(a_cat[layer])
+                for name, lo, hi in zip(group, edges, edges[1:]):
+                    self.ops[by_name[name][layer]] = ("same-input", product, lo, hi, factors[name][1][layer])
 
 
 _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("tflow_active_perturbation", default=None)
@@ -264,13 +314,17 @@ def _patched_forward(module: nn.Linear, original):
         op = active.ops.get(module) if active is not None else None
         if op is None:
             return original(x)
-        kind, first, second = op
+        kind = op[0]
         if kind == "merged":
-            return F.linear(x, first, module.bias)
+            return F.linear(x, op[1], module.bias)
+        if kind == "same-input":
+            _, product, lo, hi, b_t = op
+            y = original(x)
+            return torch.addmm(y.reshape(-1, y.shape[-1]), product(x)[:, lo:hi], b_t).view(y.shape)
         if kind == "shared":
-            return merge_cost.add_low_rank(original(x), x, first, second)
+            return merge_cost.add_low_rank(original(x), x, op[1], op[2])
         # per-sample factors: (b, t, in) @ (b, in, R) @ (b, R, out)
-        return original(x) + (x @ first.transpose(-1, -2)) @ second.transpose(-1, -2)
+        return original(x) + (x @ op[1].transpose(-1, -2)) @ op[2].transpose(-1, -2)
 
     return forward
 
@@ -405,4 +459,4 @@ def apply(
     finally:
         _ACTIVE.reset(token)
         _uninstall(model)
-        _POOL.give([first for kind, first, _ in active.ops.values() if kind == "merged"])
+        _POOL.give([op[1] for op in active.ops.values() if op[0] == "merged"])

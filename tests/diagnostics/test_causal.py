@@ -11,7 +11,7 @@ import torch
 from conftest import loud_generator
 
 from tflow import Pipeline, apply
-from tflow.agents import Backbone, build_prompt
+from tflow.agents import Backbone, GenerationSettings, build_prompt, generate
 from tflow.diagnostics.causal import SCALES, Probe, spearman
 from tflow.lora import is_patched
 
@@ -80,6 +80,66 @@ def test_removing_a_part_equals_zeroing_it_by_hand(backbone, run):
     assert cell == pytest.approx(cut - full, abs=1e-4 if backbone.dtype == torch.float32 else 0.05)
     assert np.array(ablation.cells).shape == (2, 7) and len(ablation.per_layer) == 2 and len(ablation.per_module) == 7
     assert any(abs(v) > 1e-3 for v in ablation.per_layer), "a loud perturbation's layers should matter"
+
+
+def scaled_cell(pert, layer: int, name: str, scale: float):
+    out = replace(pert, B={**pert.B, name: pert.B[name].clone()})
+    out.B[name][:, :, layer] *= scale
+    return out
+
+
+def test_attribution_is_the_derivative_of_log_p_in_each_cells_scale(qwen3):
+    run = tflow_run(qwen3)
+    probe = Probe.of_result(qwen3, run)
+    estimate = probe.attribution()
+    assert estimate.shape == (2, 7)
+    eps = 1e-3
+    for layer, name in ((0, "self_attn.q_proj"), (1, "mlp.up_proj"), (1, "self_attn.o_proj")):
+        full, cut = (answer_logprob(teacher_forced(qwen3, p, probe.prompt_ids, probe.answer_ids, merge=False),
+                                    probe.answer_ids)
+                     for p in (run.perturbation, scaled_cell(run.perturbation, layer, name, 1 - eps)))
+        # removing a cell is its scale 1 -> 0: the estimate is -d log p / d scale = (log p(1 - eps) - log p(1)) / eps
+        assert estimate[layer, list(run.perturbation.spec.modules).index(name)] == pytest.approx(
+            (cut - full) / eps, abs=2e-3, rel=2e-2)
+
+
+def test_first_order_ablation_removes_its_top_cells_exactly(backbone, run):
+    probe = Probe.of_result(backbone, run)
+    exact, approx = probe.ablation(exact=True), probe.ablation(exact=False, top_k=5)
+    assert (exact.method, approx.method) == ("exact", "first-order") and len(approx.exact_cells) == 5
+    estimate = np.array(approx.estimate)
+    ranked = np.argsort(-np.abs(estimate).ravel(), kind="stable")[:5]
+    assert [divmod(int(i), 7) for i in ranked] == [tuple(c) for c in approx.exact_cells]
+    for layer, m in approx.exact_cells:
+        assert approx.cells[layer][m] == pytest.approx(exact.cells[layer][m], **TOLERANCE[backbone.dtype])
+    others = np.ones_like(estimate, dtype=bool)
+    others.ravel()[ranked] = False
+    assert np.array(approx.cells)[others] == pytest.approx(estimate[others], abs=0)
+    assert approx.per_layer == pytest.approx(estimate.sum(1).tolist()) and approx.per_module == pytest.approx(
+        estimate.sum(0).tolist())
+    assert approx.logprob == pytest.approx(exact.logprob, **TOLERANCE[backbone.dtype])
+    assert approx.agreement is None or -1 <= approx.agreement <= 1
+
+
+def test_the_default_ablation_is_exact_on_a_small_backbone_only(qwen3, run):
+    probe = Probe.of_result(qwen3, run)
+    assert probe.ablation().method == "exact"  # 2 layers x 7 modules: 23 parts
+    assert probe.ablation(exact=False).method == "first-order"
+
+
+def test_the_sweeps_answers_are_greedy_decoding_at_each_scale_from_the_start(qwen3):
+    """The sweep decodes a scale only from where its teacher-forced choice leaves the answer: the same answers as
+    decoding every scale from the prompt (fp32: bf16 may break a near-tie either way), also past the answer's end."""
+    probe = Probe.of_result(qwen3, tflow_run(qwen3))
+    for budget in (3, 6, 9):
+        sweep = probe.sweep(max_new_tokens=budget)
+        decoded = []
+        for scale in sweep.scales:
+            with apply(qwen3.model, probe.scaled([scale]), merge=False):
+                settings = GenerationSettings(max_new_tokens=budget)
+                decoded.append(generate(qwen3, [probe.prompt_ids], budget, settings)[0].text)
+        assert sweep.answers == decoded, budget
+        assert len(set(sweep.answers)) > 1
 
 
 def test_scale_one_logprob_equals_the_tflow_runs_teacher_forced(backbone, run):

@@ -61,6 +61,34 @@ def test_fused_patch_equals_explicit_weight_sum(qwen3, merge):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_linears_reading_one_input_share_one_first_gemm_on_the_low_rank_path(qwen3, monkeypatch):
+    """q/k/v and gate/up read the same tensor: one x A_cat^T per group per layer, the same logits as the merge."""
+    model = qwen3.model
+    pert = random_perturbation(qwen3, batch=1).sample(0)
+    assert lora._same_input_groups(list(pert.spec.modules)) == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["mlp.gate_proj", "mlp.up_proj"]]
+    computed, real = [], lora._SharedProduct.__call__
+
+    def counting(self, x):
+        before = self._xa
+        out = real(self, x)
+        if out is not before:
+            computed.append(self)
+        return out
+
+    monkeypatch.setattr(lora._SharedProduct, "__call__", counting)
+    ids = torch.randint(3, len(qwen3.tokenizer), (1, 9))
+    with torch.no_grad():
+        with apply(model, pert, merge=False):
+            low = model(input_ids=ids).logits
+        with apply(model, pert, merge=True):
+            merged = model(input_ids=ids).logits
+        plain = model(input_ids=ids).logits
+    assert len(computed) == 2 * pert.spec.num_layers
+    assert float((low - plain).abs().max()) > 1e-3  # a real perturbation
+    torch.testing.assert_close(low, merged, atol=1e-4, rtol=1e-4)
+
+
 def test_a_single_inference_query_decodes_with_merged_weights_when_the_merge_pays(qwen3, monkeypatch):
     used = []
     real = lora._Active.__init__

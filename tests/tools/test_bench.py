@@ -249,3 +249,21 @@ def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
         main(["--workload", "tasks", "--tasks", "kb,kb@9"])
     assert e.value.code == 2 and capsys.readouterr().err.strip() == (
         "error: no shipped generator for tiny was trained on kb@9: choose among relay, split, arith, kb")
+
+
+def test_answer_lengths_and_repeats_give_tflow_over_its_limit_min_median_max(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "3",
+          "-R", "2,5", "--repeats", "2", "--question-tokens", "8", "--queries", "1", "--warmup", "1",
+          "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    limits = report["tflow_over_its_limit"]
+    assert list(limits) == ["M=3,R=2", "M=3,R=5"]
+    for v in limits.values():
+        assert len(v["runs"]) == 2 and v["min"] <= v["median"] <= v["max"] and v["min"] > 0
+    runs = report["shape_runs"]
+    assert [(r["R"], r["run"]) for r in runs] == [(2, 1), (2, 2), (5, 1), (5, 2)]
+    assert [r["modes"]["tflow"]["generated_tokens"] for r in runs] == [2, 2, 5, 5]  # EOS ignored
+    assert [r["ratios"]["tflow_over_its_limit"] for r in runs] == limits["M=3,R=2"]["runs"] + limits["M=3,R=5"]["runs"]
+    assert report["shape"] == {k: v for k, v in runs[0].items() if k not in ("M", "R", "run")}
+    assert "TFlow over its own limit" in capsys.readouterr().out

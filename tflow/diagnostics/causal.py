@@ -6,9 +6,13 @@ samples of one batched `Perturbation`, so a probe is one forward pass on lora's
 per-sample low-rank path over the prompt + answer repeated once per variant:
 
 - `Probe.ablation`: Δ log p(answer) when the ΔW of one (layer, module), one whole layer or
-  one module type is removed and the rest kept (0: that part does not matter; < 0: it helps);
+  one module type is removed and the rest kept (0: that part does not matter; < 0: it helps). On a
+  large backbone (more than `EXACT_PARTS` parts) every part's effect is first estimated from one
+  backward pass (`Probe.attribution`) and only the cells it ranks highest are removed exactly;
 - `Probe.sweep`: log p(answer) and the greedy answer with ΔW scaled by 0, 0.25, ..., 2
-  (scale 0 is the plain receiver, 1 the perturbation as generated; decoding batched across scales);
+  (scale 0 is the plain receiver, 1 the perturbation as generated). The teacher-forced pass already
+  holds each scale's greedy choice at every answer position: a scale decodes only from where it
+  leaves the answer (batched across scales);
 - `Probe.token_kl`: per answer token, KL(perturbed || plain) of the next-token distributions;
 - `Probe.senders`: log p(answer) with each sender alone (the others' fusion weight set to 0);
 - `Probe.other_query`: log p(answer) and the greedy answer with the ΔW the same generator makes when the senders read
@@ -20,7 +24,7 @@ token when the answer ended on it) and, like the KL, computed in fp32 whatever t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,6 +35,10 @@ from ..agents import Backbone, GenerationSettings, Roles, build_prompt, generate
 from ..results import RunResult
 
 SCALES = tuple(i / 4 for i in range(9))  # 0, 0.25, ..., 2
+# beyond this many parts (a layer x module cell, a layer, a module type) the ablation is first-order with an exact
+# check: SmolLM2's 247 parts took 48 s exactly on 2 CPU cores, one forward pass of the prompt + answer per part
+EXACT_PARTS = 64
+TOP_K = 12  # the cells the first-order ablation also removes exactly (the most affecting ones by its estimate)
 Cells = frozenset[tuple[int, str]]  # the (layer, module) parts of ΔW a variant removes
 
 
@@ -51,6 +59,13 @@ class Ablation(_Result):
     per_layer: list[float]  # the whole layer removed
     per_module: list[float]  # that module type removed in every layer
     logprob: float
+    # "exact": every part removed in its own variant. "first-order": every cell estimated by `Probe.attribution`, a
+    # layer's and a module type's as the sum of their cells; the `exact_cells` ([layer index, module index]) removed
+    # exactly too, their exact values in `cells`, the estimate of every cell in `estimate`
+    method: str = "exact"
+    exact_cells: list[list[int]] = field(default_factory=list)
+    estimate: list[list[float]] | None = None
+    agreement: float | None = None  # Spearman's ρ of the estimate and the exact effect over `exact_cells`
 
 
 @dataclass
@@ -105,8 +120,18 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def _rows(p: lora.Perturbation, sl: slice) -> lora.Perturbation:
-    return replace(p, A={k: v[sl] for k, v in p.A.items()}, B={k: v[sl] for k, v in p.B.items()}, weights=p.weights[sl])
+def _plain_greedy(backbone: Backbone) -> bool:
+    """Whether the model's own generation settings leave greedy decoding the argmax of its logits (no repetition
+    penalty, banned words and the like): then a teacher-forced pass shows where decoding goes."""
+    cfg = backbone.model.generation_config
+    return (getattr(cfg, "repetition_penalty", None) in (None, 1.0) and not getattr(cfg, "no_repeat_ngram_size", 0)
+            and not any(getattr(cfg, k, None) for k in ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                                                         "sequence_bias", "min_new_tokens", "min_length")))
+
+
+def _rows(p: lora.Perturbation, rows: slice | list[int]) -> lora.Perturbation:
+    return replace(p, A={k: v[rows] for k, v in p.A.items()}, B={k: v[rows] for k, v in p.B.items()},
+                   weights=p.weights[rows])
 
 
 @dataclass
@@ -162,18 +187,39 @@ class Probe:
 
     # ------------------------------------------------------------------ teacher forcing
 
+    def _ids(self) -> torch.Tensor:
+        return torch.tensor([*self.prompt_ids, *self.answer_ids], device=self.backbone.device)[None]
+
+    def _answer_log_softmax(self, ids: torch.Tensor) -> torch.Tensor:
+        """(rows, answer length, vocab) fp32 log-probabilities of the model under the active perturbation."""
+        n = len(self.answer_ids)
+        return F.log_softmax(self.backbone.model(input_ids=ids, logits_to_keep=n + 1).logits[:, :-1].float(), dim=-1)
+
     @torch.inference_mode()
     def log_softmax(self, variants: lora.Perturbation) -> torch.Tensor:
         """(V, answer length, vocab) fp32 log-probabilities of the next token at each answer position."""
-        model, n = self.backbone.model, len(self.answer_ids)
-        ids = torch.tensor([*self.prompt_ids, *self.answer_ids], device=self.backbone.device)[None]
-        out = []
+        ids, out = self._ids(), []
         for start in range(0, variants.batch_size, self.chunk):
             part = _rows(variants, slice(start, start + self.chunk))
-            with lora.apply(model, part, merge=False):
-                logits = model(input_ids=ids.expand(part.batch_size, -1), logits_to_keep=n + 1).logits[:, :-1]
-            out.append(F.log_softmax(logits.float(), dim=-1))
+            with lora.apply(self.backbone.model, part, merge=False):
+                out.append(self._answer_log_softmax(ids.expand(part.batch_size, -1)))
         return torch.cat(out)
+
+    def attribution(self) -> np.ndarray:
+        """(layers, modules) first-order Δ log p(answer) of removing each cell, from one forward and one backward pass
+        of the prompt + answer: with a gate g on each cell's ΔW (g B A), removing it is g: 1 -> 0, so
+        Δ ≈ -∂ log p / ∂g at g = 1 (exact for a part whose effect on log p is linear in its scale)."""
+        p, modules = self.perturbation, list(self.perturbation.spec.modules)
+        gates = torch.ones(p.spec.num_layers, len(modules), device=p.weights.device, requires_grad=True)
+        # clones: the factors may be inference tensors (made under inference_mode), which autograd cannot save
+        gated = replace(p, A={k: a.clone() for k, a in p.A.items()},
+                        B={k: p.B[k].clone() * gates[:, j].to(p.B[k].dtype)[None, None, :, None, None]
+                           for j, k in enumerate(modules)}, weights=p.weights.clone())
+        target = torch.tensor(self.answer_ids, device=self.backbone.device)
+        with torch.enable_grad(), lora.apply(self.backbone.model, gated, merge=False):
+            logp = self._answer_log_softmax(self._ids())[0].gather(-1, target[:, None]).sum()
+            (grad,) = torch.autograd.grad(logp, gates)  # only the gates' gradient: no weight gradients are formed
+        return -grad.double().cpu().numpy()
 
     def token_logprobs(self, variants: lora.Perturbation) -> torch.Tensor:
         """(V, answer length) fp32 log p of each answer token under each variant."""
@@ -194,26 +240,63 @@ class Probe:
 
     # ------------------------------------------------------------------ the four probes
 
-    def ablation(self) -> Ablation:
+    def ablation(self, exact: bool | None = None, top_k: int = TOP_K) -> Ablation:
+        """Δ log p(answer) with each part of ΔW removed. exact (by default when there are at most `EXACT_PARTS`
+        parts): each part removed in its own variant of one batch. Otherwise first-order (`attribution`: one
+        backward pass), with the `top_k` cells it ranks highest also removed exactly, and the two compared."""
         spec = self.perturbation.spec
         layers, modules = list(range(spec.num_layers)), list(spec.modules)
-        parts = [frozenset({(layer, m)}) for layer in layers for m in modules]
-        parts += [frozenset((layer, m) for m in modules) for layer in layers]
-        parts += [frozenset((layer, m) for layer in layers) for m in modules]
-        effect, full = self.removal_effects(parts)
-        n = len(layers) * len(modules)
-        return Ablation(layers, modules, effect[:n].reshape(len(layers), len(modules)).tolist(),
-                        effect[n : n + len(layers)].tolist(), effect[n + len(layers) :].tolist(), full)
+        cells = [frozenset({(layer, m)}) for layer in layers for m in modules]
+        whole = [frozenset((layer, m) for m in modules) for layer in layers]
+        kinds = [frozenset((layer, m) for layer in layers) for m in modules]
+        if exact is None:
+            exact = len(cells) + len(whole) + len(kinds) <= EXACT_PARTS
+        if exact:
+            effect, full = self.removal_effects(cells + whole + kinds)
+            n = len(cells)
+            return Ablation(layers, modules, effect[:n].reshape(len(layers), len(modules)).tolist(),
+                            effect[n : n + len(layers)].tolist(), effect[n + len(layers) :].tolist(), full)
+        estimate = self.attribution()
+        top = np.argsort(-np.abs(estimate).ravel(), kind="stable")[: min(top_k, estimate.size)]
+        measured, full = self.removal_effects([cells[i] for i in top])
+        shown = estimate.copy().ravel()
+        shown[top] = measured
+        at = [list(divmod(int(i), len(modules))) for i in top]
+        return Ablation(layers, modules, shown.reshape(estimate.shape).tolist(), estimate.sum(1).tolist(),
+                        estimate.sum(0).tolist(), full, "first-order", at, estimate.tolist(),
+                        spearman(estimate.ravel()[top], measured))
 
     def sweep(self, scales: Sequence[float] = SCALES, max_new_tokens: int | None = None) -> Sweep:
         """Teacher-forced log p and greedy decoding (up to `max_new_tokens`, default the answer's length) per scale."""
         variants = self.scaled(scales)
-        logp = self.logprobs(variants)
-        budget = max_new_tokens or len(self.answer_ids)
-        settings = GenerationSettings(max_new_tokens=budget)
-        with lora.apply(self.backbone.model, variants, merge=False):
-            gens = generate(self.backbone, [self.prompt_ids] * len(scales), budget, settings)
-        return Sweep([float(s) for s in scales], logp.tolist(), [g.text for g in gens])
+        logp = self.log_softmax(variants)
+        target = torch.tensor(self.answer_ids, device=logp.device)
+        total = logp.gather(-1, target.expand(logp.shape[0], -1)[..., None])[..., 0].sum(-1)
+        answers = self._greedy(variants, logp.argmax(-1).tolist(), max_new_tokens or len(self.answer_ids))
+        return Sweep([float(s) for s in scales], total.double().cpu().tolist(), answers)
+
+    def _greedy(self, variants: lora.Perturbation, chosen: list[list[int]], budget: int) -> list[str]:
+        """Each variant's greedy answer. `chosen[v][i]`: its argmax after the prompt + the answer's first i tokens
+        (the teacher-forced pass), which is where greedy decoding goes as long as it follows the answer; each variant
+        is decoded (batched) only from the first token where it leaves the answer, unless that token ends it."""
+        eos, text = set(self.backbone.eos_token_ids), self.backbone.tokenizer.decode
+        followed: list[list[int]] = []
+        for row in chosen:
+            out: list[int] = []
+            for token, answer in zip(row[:budget] if _plain_greedy(self.backbone) else [], self.answer_ids):
+                out.append(token)
+                if token in eos or token != answer:
+                    break
+            followed.append(out)
+        resume = [v for v, out in enumerate(followed) if not out or (out[-1] not in eos and len(out) < budget)]
+        if resume:
+            left = max(budget - len(followed[v]) for v in resume)
+            with lora.apply(self.backbone.model, _rows(variants, resume), merge=False):
+                gens = generate(self.backbone, [self.prompt_ids + followed[v] for v in resume], left,
+                                GenerationSettings(max_new_tokens=left))
+            for v, g in zip(resume, gens):
+                followed[v] += g.token_ids[: budget - len(followed[v])]
+        return [text(ids, skip_special_tokens=True).strip() for ids in followed]
 
     def token_kl(self) -> TokenKL:
         logp = self.log_softmax(self.scaled([1.0, 0.0]))  # perturbed, plain

@@ -47,11 +47,16 @@ def effect_heatmap(ablation: Mapping) -> go.Figure:
     fig.update_xaxes(title_text="module (linear layer inside each decoder layer)", row=2, col=1)
     fig.update_xaxes(visible=False, row=2, col=2)
     fig.update_yaxes(visible=False, row=2, col=2)
+    how = ("" if ablation.get("method", "exact") == "exact" else
+           f"; first-order estimates but the {len(ablation['exact_cells'])} cells removed exactly (outlined)")
+    for layer, m in ablation.get("exact_cells", []):
+        fig.add_shape(type="rect", x0=m - 0.5, x1=m + 0.5, y0=layers[layer] - 0.5, y1=layers[layer] + 0.5,
+                      line={"color": "#222", "width": 1.5}, row=1, col=1)
     fig = layout(
         fig,
         "Effect of removing each part of ΔW",
         f"Δ log p(answer) with that part removed, the rest kept (full ΔW: {_fmt_logp(ablation['logprob'])}); "
-        "red: it helps",
+        f"red: it helps{how}",
         None,
         None,
         height=HEIGHT + 120,

@@ -81,9 +81,10 @@ class Api:
         """Answer with TFlow (greedy), then test what its perturbation does to that answer.
 
         probes (default: all): "ablation" (Δ log p with each layer x module, layer, module type of ΔW removed;
-        with ‖ΔW‖ and their Spearman ρ), "sweep" (log p and greedy answer with ΔW scaled 0, 0.25, ..., 2),
-        "token_kl" (per answer token KL(perturbed || plain)), "senders" (log p with each sender alone,
-        beside the norm-based share)."""
+        with ‖ΔW‖ and their Spearman ρ; on a large backbone first-order estimates, `method` "first-order", with the
+        `exact_cells` removed exactly and the estimate's `agreement` with them), "sweep" (log p and greedy answer
+        with ΔW scaled 0, 0.25, ..., 2), "token_kl" (per answer token KL(perturbed || plain)), "senders" (log p
+        with each sender alone, beside the norm-based share)."""
         generator = generator or self.studio.default_generator
         try:
             unknown = sorted(set(probes or ()) - set(PROBES))

@@ -39,8 +39,13 @@ def notes_markdown(record: RunRecord, source: str) -> str:
         return f"*{EMPTY}*"
     lines = []
     if "ablation" in done:
+        ablation = done["ablation"]
         lines.append(f"Spearman rank correlation between ‖ΔW‖ and |Δ log p| over the layer × module cells: "
-                     f"**ρ = {_fmt(done['ablation']['spearman'])}** (1: the largest parts matter most).")
+                     f"**ρ = {_fmt(ablation['spearman'])}** (1: the largest parts matter most).")
+        if ablation.get("method") == "first-order":
+            lines.append(f"The removal effects are first-order estimates (one backward pass: −∂ log p / ∂ scale of "
+                         f"each part), except the {len(ablation['exact_cells'])} cells they rank highest, removed "
+                         f"exactly; estimate vs exact on those cells: ρ = {_fmt(ablation['agreement'])}.")
     if "sweep" in done:
         sweep = done["sweep"]
         plain, full = sweep["answers"][sweep["scales"].index(0.0)], sweep["answers"][sweep["scales"].index(1.0)]

@@ -48,7 +48,7 @@ from ..errors import user_errors
 from ..pipeline import Pipeline, load_generator_for
 from . import catalog
 from .bench_engines import engines_workload, print_report
-from .bench_shape import print_sweep, shape_workload
+from .bench_shape import limit_summary, print_limits, print_sweep, shape_workload
 from .measure import MODES, bandwidth, batch_throughput, copy_bandwidth, interleaved, ratios, summarise
 from .shapes import SHAPES, ModelShape, get_shape
 
@@ -224,9 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sender-layers", type=int, default=None, help="layers of --sender-shape (default: as --layers)")
     p.add_argument("--message-tokens", "-M", type=_lengths, default=[256],
                    help="senders' message length M; a comma list (256,512,1024) runs one shape block per M")
-    p.add_argument(
-        "--answer-tokens", "-R", type=int, default=128, help="shape workload: tokens every receiver answer decodes"
-    )
+    p.add_argument("--answer-tokens", "-R", type=_lengths, default=[128],
+                   help="shape workload: tokens every receiver answer decodes; a comma list (4,32,128) runs a block "
+                        "per R")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="shape workload: blocks per (M, R), reported with TFlow over its limit min / median / max")
     p.add_argument("--question-tokens", type=int, default=64, help="shape workload: tokens of every question")
     p.add_argument("--queries", type=int, default=6, help="counted queries per block")
     p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
@@ -245,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         "--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers"
     )
     a = p.parse_args(argv)
-    if a.queries < 1 or a.warmup < 0 or a.answer_tokens < 1 or a.question_tokens < 1 or a.threads < 1:
-        raise ValueError("--queries, -R, --question-tokens and --threads must be positive and --warmup >= 0")
+    if a.queries < 1 or a.warmup < 0 or a.question_tokens < 1 or a.threads < 1 or a.repeats < 1:
+        raise ValueError("--queries, --question-tokens, --threads and --repeats must be positive and --warmup >= 0")
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     report: dict = {"device": str(device), "host": _host(a.threads)}
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [e for e in a.engine if e not in ENGINES]
         if unknown:
             raise ValueError(f"unknown engine(s) {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
-        report["engines"] = engines_workload(a.model, a.engine, a.concurrency, a.queries, a.answer_tokens,
+        report["engines"] = engines_workload(a.model, a.engine, a.concurrency, a.queries, a.answer_tokens[0],
                                              vllm_url=a.vllm_url, device=a.device)
         print_report(report["engines"])
         save()
@@ -278,28 +280,34 @@ def main(argv: list[str] | None = None) -> None:
             save()
     if a.workload in ("shape", "both"):
         shape = get_shape(a.shape)
-        sweep: dict[str, dict] = {}
 
-        def on_block(m: int, block: dict) -> None:
+        def on_block(m: int, r: int, block: dict) -> None:
             by = block["config"]["senders"]["model"]
             _print(f"shape: {block['config']['model']}" + (f", senders: {by}" if by != block["config"]["model"] else "")
-                   + f", M = {m}, R = {a.answer_tokens}", block)
+                   + f", M = {m}, R = {r}", block)
             _print_bandwidth(block["bandwidth"])
-            sweep[str(m)] = block
-            report["shape"] = sweep[str(a.message_tokens[0])]  # the first M is the headline
+            runs.setdefault((m, r), []).append(block)
+            report["shape"] = runs[(a.message_tokens[0], a.answer_tokens[0])][0]  # the first M and R: the headline
             report["ratios"] = report["shape"]["ratios"]
             if len(a.message_tokens) > 1:
-                report["shape_by_message_tokens"] = sweep
+                report["shape_by_message_tokens"] = {str(k): v[0] for (k, rr), v in runs.items()
+                                                     if rr == a.answer_tokens[0]}
+            if len(runs) > 1 or len(runs[(m, r)]) > 1:
+                report["shape_runs"] = [{"M": k, "R": rr, "run": i + 1, **b} for (k, rr), v in runs.items()
+                                        for i, b in enumerate(v)]
+                report["tflow_over_its_limit"] = limit_summary(runs)
             save()
 
+        runs: dict[tuple[int, int], list[dict]] = {}
         layers = a.layers or (None if device.type == "cuda" else 4)
         blocks = shape_workload(shape, a.model, layers, a.device, a.dtype,
                                 a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
                                 prefix_cache=not a.no_prefix_cache, on_block=on_block, warmup=a.warmup,
-                                senders=_senders(a.sender_shape, a.sender_layers, layers))
-        if len(blocks) > 1:
-            print_sweep(blocks)
-
+                                senders=_senders(a.sender_shape, a.sender_layers, layers), repeats=a.repeats)
+        if len(a.message_tokens) > 1:
+            print_sweep({m: v[0] for (m, r), v in blocks.items() if r == a.answer_tokens[0]})
+        if len(blocks) > 1 or a.repeats > 1:
+            print_limits(limit_summary(blocks))
 
 if __name__ == "__main__":
     main()

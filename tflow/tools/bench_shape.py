@@ -52,13 +52,13 @@ def message_tokens_in_receiver_prompt(pipe: Pipeline, question: str, prefill: in
 
 
 def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None,
-                   messages: list[int], answer: int, question: int, queries: int, merge: bool | str = "auto",
-                   prefix_cache: bool = True, on_block: Callable[[int, dict], None] | None = None, warmup: int = 2,
-                   senders: tuple[ModelShape, int | None] | None = None) -> dict[int, dict]:
-    """One block per sender-message length M (the same model, generator and questions; the
-    `warmup` queries run before the first block only); `on_block(M, block)` is called as soon
-    as each block is measured. senders: (shape, layers) of the senders' own backbone (default:
-    the receiver's)."""
+                   messages: list[int], answers: list[int], question: int, queries: int, merge: bool | str = "auto",
+                   prefix_cache: bool = True, on_block: Callable[[int, int, dict], None] | None = None,
+                   warmup: int = 2, senders: tuple[ModelShape, int | None] | None = None,
+                   repeats: int = 1) -> dict[tuple[int, int], list[dict]]:
+    """`repeats` blocks per (sender-message length M, answer length R) (the same model, generator and questions; the
+    `warmup` queries run before the first block only); `on_block(M, R, block)` is called as soon as each block is
+    measured. senders: (shape, layers) of the senders' own backbone (default: the receiver's)."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
     if not prefix_cache:  # every role prefix is computed anew
@@ -76,15 +76,16 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
         for p in sender_prompts(sender_bb, pipe.roles.senders, [qs[0][0]], [[None] * len(pipe.roles.senders)])
     )
     copy_bw = copy_bandwidth(backbone.device)
-    blocks = {}
-    for k, message in enumerate(messages):
+    blocks: dict[tuple[int, int], list[dict]] = {}
+    runs = [(m, r, i) for m in messages for r in answers for i in range(repeats)]
+    for k, (message, answer, i) in enumerate(runs):
         settings = GenerationSettings(
             max_new_tokens=answer, sender_max_new_tokens=message, ignore_eos=True, allowed_tokens=words
         )
         # the process is warm after the first block: later blocks count every query
-        rows = interleaved(
-            pipe, qs if k == 0 else qs[warmup:], settings, warmup if k == 0 else 0, desc=f"{shape.name} M={message}"
-        )
+        desc = f"{shape.name} M={message} R={answer}" + (f" run {i + 1}/{repeats}" if repeats > 1 else "")
+        pipe.perturbed_answer_tokens.clear()  # a merge's payback is judged on this block's answers only
+        rows = interleaved(pipe, qs if k == 0 else qs[warmup:], settings, warmup if k == 0 else 0, desc=desc)
         modes = {m: summarise(r) for m, r in rows.items()}
         out = ratios(modes)
         if prefix_cache:
@@ -99,7 +100,7 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
         out["textmas_messages_reach_receiver_exactly"] = all(n == len(pipe.roles.senders) * message for n in in_prompt)
         # no TFlow query slower than this times Single's median
         out["slowest_tflow_over_single_median"] = max(modes["tflow"]["seconds"]) / modes["single"]["seconds_median"]
-        blocks[message] = {
+        block = {
             "config": {
                 "shape": shape.name,
                 "layers": backbone.num_layers,
@@ -123,12 +124,31 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
             "ratios": out,
             "bandwidth": bandwidth(backbone, modes, copy_bw),
         }
+        blocks.setdefault((message, answer), []).append(block)
         if on_block is not None:
-            on_block(message, blocks[message])
+            on_block(message, answer, block)
     return blocks
 
 
+def limit_summary(blocks: dict[tuple[int, int], list[dict]]) -> dict[str, dict]:
+    """TFlow over its own limit per (M, R) over the repeated blocks: every run's value, min / median / max."""
+    out = {}
+    for (m, r), runs in blocks.items():
+        values = [b["ratios"]["tflow_over_its_limit"] for b in runs]
+        out[f"M={m},R={r}"] = {"M": m, "R": r, "runs": values, "min": min(values),
+                               "median": statistics.median(values), "max": max(values)}
+    return out
+
+
+def print_limits(summary: dict[str, dict]) -> None:
+    print("\n== shape: TFlow over its own limit (one receiver generation + sender pass + generator) ==")
+    print("| M | R | runs | min | median | max |\n| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for v in summary.values():
+        print(f"| {v['M']} | {v['R']} | {len(v['runs'])} | {v['min']:.3f} | {v['median']:.3f} | {v['max']:.3f} |")
+
+
 def print_sweep(blocks: dict[int, dict]) -> None:
+    """blocks: one per M (the first R's first run)."""
     print("\n== shape: ratios by senders' message length M ==")
     print(
         "| M | TFlow / TextMAS time | floor (Single / TextMAS) | TFlow / TextMAS tokens | TFlow / Single time | "
