@@ -73,6 +73,10 @@ def test_the_real_model_answers_a_note_through_weights_and_shows_every_view(
     page.wait_for_function("() => document.querySelector('#causal-status').innerText.includes('computed in')")
     sweep = page.evaluate("() => document.querySelector('#causal-sweep .js-plotly-plot').data[0]")
     assert sweep["customdata"][4] == tflow_answer
+    # 210 cells: first-order removal effects from one backward pass, the 12 it ranks highest removed exactly
+    assert "first-order estimates" in page.locator("#causal-status").inner_text()
+    effects = page.evaluate("() => document.querySelector('#causal-effects .js-plotly-plot').layout.shapes.length")
+    assert effects == 12
     dismiss_toasts(page)
     shoot(page, tmp_path, "real-4-causal")
 

@@ -164,7 +164,7 @@ class Studio:
         """Each task's preferred generator folder (tools.catalog.preferred); a malformed file is a note, not a stop."""
         parts = {p for t in trained_tasks for p in tasks.parts(t)}
         try:
-            return {t: name for t in sorted(parts) if (name := catalog.preferred(t, root))}
+            return {t: name for t, name in sorted(catalog.preferred_all(root).items()) if t in parts}
         except ValueError as e:
             self.notes.append(str(e))
             return {}

@@ -35,13 +35,18 @@ def trained_for(task: str, model: str, static: bool = False, root: Path | None =
 
 def preferred(task: str, root: Path | None = None) -> str | None:
     """The generator folder that `<root>/generators/preferred.json` names for `task`, when several were trained on it
-    ({"TASK": {"generator": "FOLDER", "why": "..."}}: the one its table measured best), else None."""
+    (the one its table measured best), else None."""
+    return preferred_all(root).get(task)
+
+
+def preferred_all(root: Path | None = None) -> dict[str, str]:
+    """Every task's preferred generator folder in `<root>/generators/preferred.json`
+    ({"TASK": {"generator": "FOLDER", "why": "..."}}); {} without the file."""
     path = (root or source_checkpoints()) / "generators" / PREFERRED
     if not path.is_file():
-        return None
+        return {}
     try:
-        entry = json.loads(path.read_text()).get(task)
-        return entry["generator"] if entry else None
+        return {task: entry["generator"] for task, entry in json.loads(path.read_text()).items() if entry}
     except (ValueError, AttributeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: expected {{task: {{\"generator\": folder, \"why\": text}}}} ({e})") from None
 
