@@ -1,5 +1,6 @@
-"""RESULTS.md's sections on closing the real model's gaps: the read-out ablation on kb-words@4, the note generators on
-500 held-out queries, and the free-form notes broken down by the kind of value and whether the note task's pools
+"""RESULTS.md's sections on closing the real model's gaps: the read-out ablation on kb-words@4, its single-shot
+replication on kb-words@6, the note generators on 500 held-out queries, and the free-form notes broken down by the
+kind of value and whether the note task's pools
 hold it. Imported by results_md.py; every figure is read from an evaluate report in checkpoints/results/."""
 from __future__ import annotations
 
@@ -163,3 +164,33 @@ def kb2_readout() -> list[str]:
             f"conditions with the read-out: {_pct(with_, 'tflow_shuffled')}%.", "",
             "| generator | TFlow % | friend % | age % | lucky number % |", "| --- | ---: | ---: | ---: | ---: |",
             f"| without the read-out (shipped) | {cells(without)} |", f"| with the read-out | {cells(with_)} |", ""]
+
+
+def words6() -> list[str]:
+    """The read-out recipe replayed once, unchanged, on kb-words@6, beside the runs it was fixed on (kb-words@4) and the
+    first recipe's replication (kb-words@5)."""
+    rows = [("kb-words@4, read-out recipe (where it was fixed)", "smollm2-kbw4-readout", "smollm2-kbw4-specialist"),
+            ("kb-words@5, first recipe (replayed once)", "smollm2-kbw5-replication",
+             "smollm2-kbw5-replication-specialist"),
+            ("kb-words@6, read-out recipe (replayed once)", "smollm2-kbw6-replication",
+             "smollm2-kbw6-replication-specialist")]
+    if _report(rows[2][1]) is None:
+        return []
+    out = ["## The read-out recipe replayed on kb-words@6", "",
+           "`bash scripts/build_real.sh words6-replicate`: a fresh knowledge base nobody had looked at, its "
+           "specialist, generator (`--readout 1`) and static LoRA trained by the recipe fixed after kb-words@4, run "
+           "once and reported as it came. Group B's 300 questions, greedy, seed 0.", "",
+           "| knowledge base, recipe | TFlow % [95%] | by attribute % | static % | Single % | shuffled % | TextMAS % "
+           "| specialist alone % | TFlow on group A % |",
+           "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, name, alone in rows:
+        r = _report(name)
+        if r is None:
+            continue
+        lo, hi = r["results"]["tflow"]["accuracy_ci95"]
+        by = " / ".join(f"{k} {100 * v['accuracy']:.0f}"
+                        for k, v in r["results"]["tflow"].get("by_attribute", {}).items())
+        out.append(f"| {label} | {_pct(r, 'tflow')} [{100 * lo:.1f}, {100 * hi:.1f}] | {by} | "
+                   + " | ".join(_pct(r, m) for m in MODES[1:]) + f" | {_pct(_report(alone), 'single')} | "
+                   f"{_pct(_report(name + '-train'), 'tflow')} |")
+    return [*out, ""]
