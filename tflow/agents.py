@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from . import lora, sources
+from . import cpu_dtype, lora, sources
 from .errors import first_line
 from .prefix import PrefixCache
 from .sources.adapter import attach, base_of
@@ -114,6 +114,7 @@ class Backbone:
     name: str
     chat_template_kwargs: dict | None = None
     prefix_cache: PrefixCache = field(default_factory=PrefixCache, repr=False, compare=False)  # senders' role prefixes
+    dtype_why: str = field(default="", compare=False)  # dtype "fastest": what the probe measured (tflow.cpu_dtype)
     plain_prompts: bool = field(default=False, init=False)  # no chat template of its own: PLAIN_TEMPLATE
 
     def __post_init__(self) -> None:
@@ -181,7 +182,9 @@ def load_backbone(name_or_path: str, device: str | torch.device = "auto", dtype:
                   trust_remote_code: bool = False, share_with: Backbone | None = None) -> Backbone:
     """Load any Hugging Face causal LM + tokenizer: a hub name or local directory, a packaged model's
     name (`smollm2-135m-instruct`), a GGUF file, `tiny`, or a PEFT adapter directory on any of those
-    (see `tflow.sources`). share_with: a loaded backbone; an adapter on its base then shares its weights."""
+    (see `tflow.sources`). share_with: a loaded backbone; an adapter on its base then shares its weights.
+    dtype "fastest": on a CPU, fp32 or bf16 by a probe timed on this machine at the model's shapes
+    (`tflow.cpu_dtype`; `Backbone.dtype_why` says what it measured), elsewhere the device's default."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError("model name or path is empty")
     base = base_of(name_or_path)
@@ -192,7 +195,8 @@ def load_backbone(name_or_path: str, device: str | torch.device = "auto", dtype:
         plain = load_backbone(base, device, dtype, trust_remote_code)
         return Backbone(attach(plain.model, name_or_path, shared_weights=False), plain.tokenizer, name_or_path)
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
+    measured = dtype == "fastest" and dev.type == "cpu"
+    torch_dtype = resolve_dtype(None if dtype == "fastest" else dtype, dev)
     src = sources.resolve(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
@@ -204,7 +208,11 @@ def load_backbone(name_or_path: str, device: str | torch.device = "auto", dtype:
             else ""
         )
         raise ValueError(f"could not load model {name_or_path!r}{offline}: {first_line(e)}") from e
-    return Backbone(model=model.to(dev), tokenizer=tokenizer, name=src.name)
+    why = ""
+    if measured:
+        choice = cpu_dtype.probe(cpu_dtype.model_shapes(model.config))
+        model, why = model.to(choice.dtype), choice.why
+    return Backbone(model=model.to(dev), tokenizer=tokenizer, name=src.name, dtype_why=why)
 
 
 _ALLOWED_CONTROL = {"\n", "\t"}

@@ -146,7 +146,7 @@ def header_html(studio: Studio, generator: str) -> str:
     senders = studio.senders_of(generator)
     chips = [("receiver", _backbone_label(bb)),
              ("senders", "the receiver, role-prompted" if senders is bb else _backbone_label(senders)),
-             ("device", str(bb.device)), ("dtype", str(bb.dtype).removeprefix("torch.")),
+             ("device", str(bb.device)), ("dtype", bb.dtype_why or str(bb.dtype).removeprefix("torch.")),
              ("engine", studio.engine.describe())]
     if bb.plain_prompts:  # no chat template of its own (a base checkpoint): roles as plain text
         chips.append(("prompts", "plain format: the model has no chat template"))
