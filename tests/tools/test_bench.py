@@ -60,6 +60,11 @@ def test_shape_workload_reports_ratios_and_equal_receiver_prefill(tmp_path, caps
     bw = report["shape"]["bandwidth"]
     assert bw["weight_bytes_per_token"] > 151_936 * 1024 * 4  # the full LM head is read every token
     assert all(bw[m]["s_per_token"] > 0 and bw[m]["bytes_per_s"] > 0 for m in ("single", "textmas", "tflow"))
+    for m in ("single", "textmas", "tflow"):  # the decoding steps alone: the prefill (and any merge) left out
+        r = bw[m]
+        assert r["decode_s_per_token"] > 0 and r["decode_bytes_per_s"] == pytest.approx(
+            (bw["weight_bytes_per_token"] + r["kv_bytes_per_token"]) / r["decode_s_per_token"])
+        assert r["decode_fraction_of_copy_bandwidth"] == pytest.approx(r["decode_bytes_per_s"] / bw["copy_bytes_per_s"])
     assert len(modes["tflow"]["seconds"]) == 1 and ratios["slowest_tflow_over_single_median"] > 0
     # the paper's accounting: TFlow's receiver alone (its prompt is Single's), TextMAS every agent
     assert modes["tflow"]["paper_tokens"] == modes["single"]["paper_tokens"] < modes["tflow"]["processed_tokens"]

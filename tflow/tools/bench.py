@@ -168,8 +168,12 @@ def _print_bandwidth(bw: dict) -> None:
             if r["fraction_of_copy_bandwidth"]
             else ""
         )
+        step = (f"; decoding steps alone {1000 * r['decode_s_per_token']:.2f} ms/token, "
+                f"{r['decode_bytes_per_s'] / 1e9:.1f} GB/s" if r.get("decode_s_per_token") else "")
+        if step and r.get("decode_fraction_of_copy_bandwidth"):
+            step += f", {100 * r['decode_fraction_of_copy_bandwidth']:.1f}% of copy bandwidth"
         print(f"  {mode}: {1000 * r['s_per_token']:.2f} ms/token, KV {r['kv_bytes_per_token'] / 2**20:.1f} MB/token, "
-              f"{r['bytes_per_s'] / 1e9:.1f} GB/s achieved{frac}")
+              f"{r['bytes_per_s'] / 1e9:.1f} GB/s achieved{frac}{step}")
 
 
 @user_errors

@@ -154,7 +154,9 @@ def copy_bandwidth(device: torch.device, gib: float = 1.0) -> float | None:
 
 def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
     """Per mode: bytes read per decoded token (weights + the receiver's mean KV cache), seconds per
-    token (receiver stage / tokens: one prefill and the merge included) and the bandwidth achieved."""
+    token (receiver stage / tokens: one prefill and the merge included) and the bandwidth achieved; and the same for
+    the decoding steps alone (`decode_*`: the receiver stage after its first token, over the tokens after it), the
+    figure to hold against the memory-bandwidth floor (None for answers of one token)."""
     weights = weight_bytes_per_token(backbone.model)
     out = {"weight_bytes_per_token": weights, "copy_bytes_per_s": copy_bw}
     for mode, r in modes.items():
@@ -162,6 +164,11 @@ def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
         kv = backbone.kv_cache_bytes(int(r["receiver_prefill_tokens"] + tokens / 2))
         s_tok = r["stages_median"]["receiver"] / max(1, tokens)
         achieved = (weights + kv) / s_tok
+        step = ((r["stages_median"]["receiver"] - r["receiver_first_token_s_median"]) / (tokens - 1)
+                if tokens > 1 else None)
+        decode = (weights + kv) / step if step else None
         out[mode] = {"kv_bytes_per_token": kv, "s_per_token": s_tok, "bytes_per_s": achieved,
-                     "fraction_of_copy_bandwidth": achieved / copy_bw if copy_bw else None}
+                     "fraction_of_copy_bandwidth": achieved / copy_bw if copy_bw else None,
+                     "decode_s_per_token": step, "decode_bytes_per_s": decode,
+                     "decode_fraction_of_copy_bandwidth": decode / copy_bw if copy_bw and decode else None}
     return out
