@@ -164,8 +164,8 @@ def bandwidth(backbone: Backbone, modes: dict, copy_bw: float | None) -> dict:
         kv = backbone.kv_cache_bytes(int(r["receiver_prefill_tokens"] + tokens / 2))
         s_tok = r["stages_median"]["receiver"] / max(1, tokens)
         achieved = (weights + kv) / s_tok
-        step = ((r["stages_median"]["receiver"] - r["receiver_first_token_s_median"]) / (tokens - 1)
-                if tokens > 1 else None)
+        after_first = r["stages_median"]["receiver"] - r["receiver_first_token_s_median"]  # medians: may cross
+        step = after_first / (tokens - 1) if tokens > 1 and after_first > 0 else None
         decode = (weights + kv) / step if step else None
         out[mode] = {"kv_bytes_per_token": kv, "s_per_token": s_tok, "bytes_per_s": achieved,
                      "fraction_of_copy_bandwidth": achieved / copy_bw if copy_bw else None,
