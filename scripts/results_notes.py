@@ -12,6 +12,7 @@ from results_shared import paired_cells  # this script's folder (results_md.py p
 
 from tflow.tasks.notes import SLOTS, is_held_out_value
 from tflow.tasks.notes import freeform as freeform_rows
+from tflow.tools.stats import wilson
 
 RESULTS = Path(__file__).resolve().parents[1] / "checkpoints" / "results"
 MODES = ("tflow", "static", "single", "tflow_shuffled", "textmas")
@@ -187,7 +188,8 @@ def words6() -> list[str]:
         r = _report(name)
         if r is None:
             continue
-        lo, hi = r["results"]["tflow"]["accuracy_ci95"]
+        tflow = r["results"]["tflow"]  # reports made before intervals were recorded: Wilson's from the counts
+        lo, hi = tflow.get("accuracy_ci95") or wilson(round(tflow["accuracy"] * tflow["n"]), tflow["n"])
         by = " / ".join(f"{k} {100 * v['accuracy']:.0f}"
                         for k, v in r["results"]["tflow"].get("by_attribute", {}).items())
         out.append(f"| {label} | {_pct(r, 'tflow')} [{100 * lo:.1f}, {100 * hi:.1f}] | {by} | "
