@@ -271,7 +271,7 @@ fi
 
 if has words6-replicate; then
   # the read-out recipe (kb_recipe + --readout 1), fixed after the kb-words@4 ablation, replayed once, unchanged, on
-  # kb-words@6: a base nobody has looked at (about 2 h 20 min: the specialist is 52 minutes of it)
+  # kb-words@6: a base nobody has looked at (1 h 42 min on 2 cores: the specialist is 49 minutes of it)
   kb_specialist kb-words@6 runs/kbw6/specialist
   kb_recipe kb-words@6 runs/kbw6/specialist runs/kbw6/generator runs/kbw6/static --readout 1
   kb_evaluate kb-words@6 runs/kbw6/specialist runs/kbw6/generator runs/kbw6/static smollm2-kbw6-replication
