@@ -258,8 +258,9 @@ class _SharedProduct:
         self._xa: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._x is not x or self._version != x._version:
-            self._x, self._version = x, x._version
+        version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
+        if self._x is not x or self._version != version:
+            self._x, self._version = x, version
             self._xa = x.reshape(-1, x.shape[-1]) @ self.a_t
         return self._xa
 
