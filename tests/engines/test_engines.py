@@ -2,15 +2,19 @@
 one line in every tool and a note in the Studio, which keeps generating with hf."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tflow.engines import make_engine
+from tflow.agents import GenerationSettings
+from tflow.engines import Decode, make_engine
 from tflow.engines.hf import HFEngine
-from tflow.engines.vllm import EngineUnavailable
+from tflow.engines.vllm import EngineUnavailable, VLLMEngine
 from tflow.pipeline import Pipeline
 from tflow.studio.cli import parse_args
 from tflow.studio.registry import Studio, StudioConfig
@@ -143,3 +147,44 @@ def test_adapters_left_on_the_server_count_only_per_request_ones(monkeypatch):
     assert engine.request_adapters() == ["tflow-9f8e"]
     monkeypatch.setattr(engine, "adapters", lambda: [])  # a perturbed-only workload never registers the zero adapter
     assert engine.request_adapters() == []
+
+
+def _engine_on(handler) -> VLLMEngine:
+    """A vLLM engine whose HTTP client answers with `handler` (no server, no adapter folder)."""
+    engine = object.__new__(VLLMEngine)
+    engine.url = "http://vllm.test"
+    engine.client = httpx.Client(base_url=engine.url, transport=httpx.MockTransport(handler))
+    return engine
+
+
+def _stream(ids: list[int]) -> httpx.Response:
+    lines = [f"data: {json.dumps({'choices': [{'token_ids': [t], 'finish_reason': None}]})}" for t in ids]
+    lines += [f"data: {json.dumps({'choices': [{'token_ids': [], 'finish_reason': 'length'}]})}", "data: [DONE]"]
+    return httpx.Response(200, text="\n\n".join(lines) + "\n\n")
+
+
+def test_a_connection_reset_before_any_token_is_asked_again_once(qwen3):
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:  # a kept-alive connection the server had just closed
+            raise httpx.ReadError("Connection reset by peer", request=request)
+        return _stream([5, 6, 7])
+
+    job = Decode(prompts=[[1, 2, 3]], max_new_tokens=3, settings=GenerationSettings(max_new_tokens=3))
+    got = _engine_on(handler)._complete(qwen3, job, 0, "m", time.perf_counter(), lambda text: None)
+    assert calls == ["/v1/completions"] * 2 and got.token_ids == [5, 6, 7] and got.stop_reason == "length"
+
+
+def test_a_server_that_keeps_resetting_is_unavailable_not_retried_forever(qwen3):
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ReadError("Connection reset by peer", request=request)
+
+    job = Decode(prompts=[[1, 2, 3]], max_new_tokens=3, settings=GenerationSettings(max_new_tokens=3))
+    with pytest.raises(EngineUnavailable, match="unreachable.*--engine hf"):
+        _engine_on(handler)._complete(qwen3, job, 0, "m", time.perf_counter(), lambda text: None)
+    assert len(calls) == 2

@@ -264,29 +264,35 @@ class VLLMEngine:
         ids: list[int] = []
         finish, first_at, reason = None, None, None
         tok = backbone.tokenizer
-        try:
-            with self.client.stream("POST", "/v1/completions", json=body) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    raise ValueError(f"the vLLM server at {self.url} refused the completion: {_error_text(r)}")
-                for line in r.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    for choice in json.loads(line[6:]).get("choices", []):
-                        ids += choice.get("token_ids") or []
-                        finish = choice.get("finish_reason") or finish
-                    if ids and first_at is None:
-                        first_at = time.perf_counter()
-                    on_text(tok.decode(ids, skip_special_tokens=True))
-                    if should_stop is not None and should_stop():
-                        reason = "stopped"  # leaving the stream closes the connection: the server aborts the request
-                        break
-                    if deadline is not None and time.monotonic() > deadline:
-                        reason = "timeout"
-                        break
-        except httpx.TransportError as e:
-            raise EngineUnavailable(f"the vLLM server at {self.url} is unreachable ({type(e).__name__}: {e}); "
-                                    f"use --engine hf") from e
+        for attempt in range(2):
+            try:
+                with self.client.stream("POST", "/v1/completions", json=body) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise ValueError(f"the vLLM server at {self.url} refused the completion: {_error_text(r)}")
+                    for line in r.iter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        for choice in json.loads(line[6:]).get("choices", []):
+                            ids += choice.get("token_ids") or []
+                            finish = choice.get("finish_reason") or finish
+                        if ids and first_at is None:
+                            first_at = time.perf_counter()
+                        on_text(tok.decode(ids, skip_special_tokens=True))
+                        if should_stop is not None and should_stop():
+                            reason = "stopped"  # leaving the stream closes the connection: the server aborts it
+                            break
+                        if deadline is not None and time.monotonic() > deadline:
+                            reason = "timeout"
+                            break
+                break
+            except httpx.TransportError as e:
+                # a kept-alive connection the server had just closed resets before any token: asking again on a
+                # fresh one is safe (nothing was generated for this request); a reset mid-answer is not retried
+                if attempt == 0 and not ids and isinstance(e, (httpx.ReadError, httpx.RemoteProtocolError)):
+                    continue
+                raise EngineUnavailable(f"the vLLM server at {self.url} is unreachable ({type(e).__name__}: {e}); "
+                                        f"use --engine hf") from e
         eos = set(backbone.eos_token_ids)
         if reason is None:
             reason = "eos" if finish == "stop" and not settings.ignore_eos else "length"
