@@ -27,6 +27,14 @@ def _pct(r: dict | None, mode: str) -> str:
     return f"{100 * r['results'][mode]['accuracy']:.1f}" if r and mode in r["results"] else "-"
 
 
+def _tflow_ci(r: dict) -> str:
+    """TFlow's accuracy with its 95% interval (reports made before intervals were recorded: Wilson's from the
+    counts)."""
+    tflow = r["results"]["tflow"]
+    lo, hi = tflow.get("accuracy_ci95") or wilson(round(tflow["accuracy"] * tflow["n"]), tflow["n"])
+    return f"{_pct(r, 'tflow')} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def readout() -> list[str]:
     """kb-words@4's group B with and without the read-out: same recipe, steps, data; every mode and per attribute."""
     rows = [(label, _report(f"smollm2-kbw4{s}"), _report(f"smollm2-kbw4{s}-train"))
@@ -74,11 +82,9 @@ def heldout() -> list[str]:
         r = _report(big)
         if r is None:
             continue
-        res = r["results"]
-        lo, hi = res["tflow"]["accuracy_ci95"]
-        alone = " / ".join(_pct(r, m) for m in res if m.startswith("tflow_only_")) or "-"
-        out.append(f"| {label} | {_pct(_report(first), 'tflow') if first else '-'} | {_pct(r, 'tflow')} "
-                   f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_pct(r, 'single')} | {_pct(r, 'tflow_shuffled')} | {alone} |")
+        alone = " / ".join(_pct(r, m) for m in r["results"] if m.startswith("tflow_only_")) or "-"
+        out.append(f"| {label} | {_pct(_report(first), 'tflow') if first else '-'} | {_tflow_ci(r)} | "
+                   f"{_pct(r, 'single')} | {_pct(r, 'tflow_shuffled')} | {alone} |")
     for (label, _, lift), (_, _, base) in ((rows[2], rows[0]), (rows[3], rows[1])):
         lifted, shipped = _report(lift), _report(base)
         if lifted is not None and shipped is not None:
@@ -188,11 +194,9 @@ def words6() -> list[str]:
         r = _report(name)
         if r is None:
             continue
-        tflow = r["results"]["tflow"]  # reports made before intervals were recorded: Wilson's from the counts
-        lo, hi = tflow.get("accuracy_ci95") or wilson(round(tflow["accuracy"] * tflow["n"]), tflow["n"])
         by = " / ".join(f"{k} {100 * v['accuracy']:.0f}"
                         for k, v in r["results"]["tflow"].get("by_attribute", {}).items())
-        out.append(f"| {label} | {_pct(r, 'tflow')} [{100 * lo:.1f}, {100 * hi:.1f}] | {by} | "
+        out.append(f"| {label} | {_tflow_ci(r)} | {by} | "
                    + " | ".join(_pct(r, m) for m in MODES[1:]) + f" | {_pct(_report(alone), 'single')} | "
                    f"{_pct(_report(name + '-train'), 'tflow')} |")
     return [*out, ""]
