@@ -280,10 +280,11 @@ class Probe:
         (the teacher-forced pass), which is where greedy decoding goes as long as it follows the answer; each variant
         is decoded (batched) only from the first token where it leaves the answer, unless that token ends it."""
         eos, text = set(self.backbone.eos_token_ids), self.backbone.tokenizer.decode
+        known = budget if _plain_greedy(self.backbone) else 0  # the teacher-forced choices that can be trusted
         followed: list[list[int]] = []
         for row in chosen:
             out: list[int] = []
-            for token, answer in zip(row[:budget] if _plain_greedy(self.backbone) else [], self.answer_ids):
+            for token, answer in zip(row[:known], self.answer_ids):
                 out.append(token)
                 if token in eos or token != answer:
                     break
