@@ -285,12 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.workload in ("shape", "both"):
         shape = get_shape(a.shape)
 
-        def on_block(m: int, r: int, block: dict) -> None:
+        def on_block(m: int, r: int, runs: dict[tuple[int, int], list[dict]]) -> None:
+            block = runs[(m, r)][-1]
             by = block["config"]["senders"]["model"]
             _print(f"shape: {block['config']['model']}" + (f", senders: {by}" if by != block["config"]["model"] else "")
                    + f", M = {m}, R = {r}", block)
             _print_bandwidth(block["bandwidth"])
-            runs.setdefault((m, r), []).append(block)
             report["shape"] = runs[(a.message_tokens[0], a.answer_tokens[0])][0]  # the first M and R: the headline
             report["ratios"] = report["shape"]["ratios"]
             if len(a.message_tokens) > 1:
@@ -302,7 +302,6 @@ def main(argv: list[str] | None = None) -> None:
                 report["tflow_over_its_limit"] = limit_summary(runs)
             save()
 
-        runs: dict[tuple[int, int], list[dict]] = {}
         layers = a.layers or (None if device.type == "cuda" else 4)
         blocks = shape_workload(shape, a.model, layers, a.device, a.dtype,
                                 a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
@@ -312,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             print_sweep({m: v[0] for (m, r), v in blocks.items() if r == a.answer_tokens[0]})
         if len(blocks) > 1 or a.repeats > 1:
             print_limits(limit_summary(blocks))
+
 
 if __name__ == "__main__":
     main()

@@ -53,12 +53,14 @@ def message_tokens_in_receiver_prompt(pipe: Pipeline, question: str, prefill: in
 
 def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, device: str, dtype: str | None,
                    messages: list[int], answers: list[int], question: int, queries: int, merge: bool | str = "auto",
-                   prefix_cache: bool = True, on_block: Callable[[int, int, dict], None] | None = None,
+                   prefix_cache: bool = True,
+                   on_block: Callable[[int, int, dict[tuple[int, int], list[dict]]], None] | None = None,
                    warmup: int = 2, senders: tuple[ModelShape, int | None] | None = None,
                    repeats: int = 1) -> dict[tuple[int, int], list[dict]]:
     """`repeats` blocks per (sender-message length M, answer length R) (the same model, generator and questions; the
-    `warmup` queries run before the first block only); `on_block(M, R, block)` is called as soon as each block is
-    measured. senders: (shape, layers) of the senders' own backbone (default: the receiver's)."""
+    `warmup` queries run before the first block only); `on_block(M, R, blocks)` is called as soon as each block is
+    measured, with every block so far (the new one last in blocks[(M, R)]). senders: (shape, layers) of the senders'
+    own backbone (default: the receiver's)."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
     if not prefix_cache:  # every role prefix is computed anew
@@ -126,7 +128,7 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
         }
         blocks.setdefault((message, answer), []).append(block)
         if on_block is not None:
-            on_block(message, answer, block)
+            on_block(message, answer, blocks)
     return blocks
 
 
