@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from tflow.agents import GenerationSettings, Roles, build_prompt, generate, load_backbone  # noqa: E402
+from tflow.merge_cost import fastest_seconds  # noqa: E402
 from tflow.tools.measure import copy_bandwidth, weight_bytes_per_token  # noqa: E402
 
 QUESTION = "Ann has 23 apples and buys 14 more. How many apples does she have now? Explain step by step."
@@ -35,12 +36,7 @@ ATTENTION = ("scaled_dot_product",)
 
 def seconds(backbone, prompt: list[int], tokens: int, repeats: int) -> float:
     settings = GenerationSettings(max_new_tokens=tokens, ignore_eos=True)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        generate(backbone, [prompt], tokens, settings)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return fastest_seconds(lambda: generate(backbone, [prompt], tokens, settings), backbone.device, repeats)
 
 
 def breakdown(backbone, prompt: list[int], tokens: int, top: int) -> dict:

@@ -8,11 +8,12 @@ weight bytes than a CPU's caches hold (a probe that fits in cache measures arith
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from .merge_cost import fastest_seconds
 
 MARGIN = 1.15  # bf16 must be this much faster: it rounds every weight, so a near tie keeps fp32's exact answers
 PROBE_BYTES = 256 * 2**20  # fp32 bytes of weights the probe streams through (more than any CPU's last-level cache)
@@ -46,16 +47,9 @@ def _weights(shapes: Sequence[tuple[int, int]], dtype: torch.dtype, budget: int)
 
 
 def _step_seconds(weights: list[torch.Tensor], repeats: int) -> float:
+    """The fastest of `repeats` passes of a row through every weight (after an untimed one that pages them in)."""
     x = {w.shape[1]: torch.randn(1, w.shape[1]).to(w.dtype) for w in weights}
-    for w in weights:  # one untimed pass: page the weights in, let the kernels initialise
-        x[w.shape[1]] @ w.T
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for w in weights:
-            x[w.shape[1]] @ w.T
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return fastest_seconds(lambda: [x[w.shape[1]] @ w.T for w in weights], weights[0].device, repeats)
 
 
 def probe(shapes: Sequence[tuple[int, int]], repeats: int = 3, budget: int = PROBE_BYTES) -> DtypeChoice:

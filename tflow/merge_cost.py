@@ -43,7 +43,7 @@ def add_low_rank(y: torch.Tensor, x: torch.Tensor, a_t: torch.Tensor, b_t: torch
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[int, MergeCosts]] = weakref.WeakKeyDictionary()
 
 
-def _fastest(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+def fastest_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """The fastest of `repeats` timed calls (after one untimed call): the steady-state cost."""
     def sync() -> None:
         if device.type == "cuda":
@@ -81,10 +81,10 @@ def measure(model: nn.Module, rank: int, applied: Callable[[bool], AbstractConte
         with applied(True):
             pass
 
-    plain = _fastest(step, device, 3)
+    plain = fastest_seconds(step, device, 3)
     with applied(False):
-        lowrank = _fastest(step, device, 3)
+        lowrank = fastest_seconds(step, device, 3)
     # a noisy machine can time the low-rank step below the plain one: never call it free
-    costs = MergeCosts(_fastest(merge, device, 2), max(lowrank - plain, 1e-6))
+    costs = MergeCosts(fastest_seconds(merge, device, 2), max(lowrank - plain, 1e-6))
     per_model[rank] = costs
     return costs
