@@ -161,7 +161,7 @@ class Studio:
         self._lock = threading.Lock()
 
     def _preferred(self, trained_tasks: set[str], root: Path) -> dict[str, str]:
-        """Each task's preferred generator folder (tools.catalog.preferred); a malformed file is a note, not a stop."""
+        """Each task's preferred generator (tools.catalog.preferred_all); a malformed file is a note, not a stop."""
         parts = {p for t in trained_tasks for p in tasks.parts(t)}
         try:
             return {t: name for t, name in sorted(catalog.preferred_all(root).items()) if t in parts}
