@@ -272,3 +272,28 @@ def test_answer_lengths_and_repeats_give_tflow_over_its_limit_min_median_max(tmp
     assert [r["ratios"]["tflow_over_its_limit"] for r in runs] == limits["M=3,R=2"]["runs"] + limits["M=3,R=5"]["runs"]
     assert report["shape"] == {k: v for k, v in runs[0].items() if k not in ("M", "R", "run")}
     assert "TFlow over its own limit" in capsys.readouterr().out
+
+
+def test_single_and_tflow_alone_measure_tflow_over_its_limit_without_running_textmas(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "3",
+          "-R", "2", "--modes", "tflow,single", "--question-tokens", "8", "--queries", "1", "--warmup", "1",
+          "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert list(report["shape"]["modes"]) == ["single", "tflow"]
+    ratios = report["ratios"]
+    assert ratios["tflow_over_its_limit"] > 0 and ratios["tflow_over_single_time"] > 0
+    assert not any("textmas" in k for k in ratios)
+    assert "textmas:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--modes", "single,textmas"], "--modes must name single and tflow"),
+    (["--modes", "single,tflow,chat"], "--modes must name single and tflow"),
+    (["--modes", "single,tflow", "-M", "3,5"], "--modes must include textmas"),
+])
+def test_modes_without_what_the_report_needs_are_one_line_and_exit_2(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--workload", "shape", *argv])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err

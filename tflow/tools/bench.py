@@ -161,7 +161,7 @@ def _print_bandwidth(bw: dict) -> None:
         "of weights per decoded token"
         + (f", a large copy on the device {copy / 1e9:.1f} GB/s" if copy else "")
     )
-    for mode in MODES:
+    for mode in (m for m in MODES if m in bw):
         r = bw[mode]
         frac = (
             f", {100 * r['fraction_of_copy_bandwidth']:.1f}% of copy bandwidth"
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
                         "per R")
     p.add_argument("--repeats", type=int, default=1,
                    help="shape workload: blocks per (M, R), reported with TFlow over its limit min / median / max")
+    p.add_argument("--modes", type=_names, default=list(MODES),
+                   help="shape workload: a comma list of the modes run, single and tflow at least (default: all three;"
+                        " single,tflow measures TFlow over its limit in about half the time)")
     p.add_argument("--question-tokens", type=int, default=64, help="shape workload: tokens of every question")
     p.add_argument("--queries", type=int, default=6, help="counted queries per block")
     p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
@@ -253,6 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.queries < 1 or a.warmup < 0 or a.question_tokens < 1 or a.threads < 1 or a.repeats < 1:
         raise ValueError("--queries, --question-tokens, --threads and --repeats must be positive and --warmup >= 0")
+    if not {"single", "tflow"} <= set(a.modes) <= set(MODES):
+        raise ValueError(f"--modes must name single and tflow, and may add textmas; got {','.join(a.modes)}")
+    if "textmas" not in a.modes and len(a.message_tokens) > 1:
+        raise ValueError("a sweep over several -M compares TFlow with TextMAS: --modes must include textmas")
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     report: dict = {"device": str(device), "host": _host(a.threads)}
@@ -306,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         blocks = shape_workload(shape, a.model, layers, a.device, a.dtype,
                                 a.message_tokens, a.answer_tokens, a.question_tokens, a.queries, merge=merge,
                                 prefix_cache=not a.no_prefix_cache, on_block=on_block, warmup=a.warmup,
-                                senders=_senders(a.sender_shape, a.sender_layers, layers), repeats=a.repeats)
+                                senders=_senders(a.sender_shape, a.sender_layers, layers), repeats=a.repeats,
+                                modes=[m for m in MODES if m in a.modes])
         if len(a.message_tokens) > 1:
             print_sweep({m: v[0] for (m, r), v in blocks.items() if r == a.answer_tokens[0]})
         if len(blocks) > 1 or a.repeats > 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from ..agents import GenerationSettings, build_prompt, sender_prompts
 from ..generators import ParameterGenerator
 from ..pipeline import Pipeline, sender_shape
-from .measure import bandwidth, copy_bandwidth, interleaved, ratios, summarise
+from .measure import MODES, bandwidth, copy_bandwidth, interleaved, ratios, summarise
 from .shapes import ModelShape, shape_backbone
 
 
@@ -56,11 +56,12 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
                    prefix_cache: bool = True,
                    on_block: Callable[[int, int, dict[tuple[int, int], list[dict]]], None] | None = None,
                    warmup: int = 2, senders: tuple[ModelShape, int | None] | None = None,
-                   repeats: int = 1) -> dict[tuple[int, int], list[dict]]:
+                   repeats: int = 1, modes: Sequence[str] = MODES) -> dict[tuple[int, int], list[dict]]:
     """`repeats` blocks per (sender-message length M, answer length R) (the same model, generator and questions; the
     `warmup` queries run before the first block only); `on_block(M, R, blocks)` is called as soon as each block is
     measured, with every block so far (the new one last in blocks[(M, R)]). senders: (shape, layers) of the senders'
-    own backbone (default: the receiver's)."""
+    own backbone (default: the receiver's). modes: those run (single and tflow at least: TFlow's limit is read from
+    Single; without textmas a block holds no TextMAS ratios, and costs about half as much at small M)."""
     backbone = shape_backbone(shape, tokenizer_dir, layers, device, dtype)
     sender_bb = shape_backbone(senders[0], tokenizer_dir, senders[1], device, dtype, seed=1) if senders else backbone
     if not prefix_cache:  # every role prefix is computed anew
@@ -87,21 +88,25 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
         # the process is warm after the first block: later blocks count every query
         desc = f"{shape.name} M={message} R={answer}" + (f" run {i + 1}/{repeats}" if repeats > 1 else "")
         pipe.perturbed_answer_tokens.clear()  # a merge's payback is judged on this block's answers only
-        rows = interleaved(pipe, qs if k == 0 else qs[warmup:], settings, warmup if k == 0 else 0, desc=desc)
-        modes = {m: summarise(r) for m, r in rows.items()}
-        out = ratios(modes)
-        if prefix_cache:
-            out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = modes["tflow"]["processed_tokens"] / (
-                modes["textmas"]["processed_tokens"] - prefixes
-            )
-        in_prompt = [
-            message_tokens_in_receiver_prompt(pipe, r.question, r.receiver_prompt_tokens, words[0])
-            for r in rows["textmas"]
-        ]
-        out["textmas_message_tokens_in_receiver_prompt"] = statistics.fmean(in_prompt)
-        out["textmas_messages_reach_receiver_exactly"] = all(n == len(pipe.roles.senders) * message for n in in_prompt)
+        rows = interleaved(pipe, qs if k == 0 else qs[warmup:], settings, warmup if k == 0 else 0, desc=desc,
+                           modes=modes)
+        summaries = {m: summarise(r) for m, r in rows.items()}
+        out = ratios(summaries)
+        if "textmas" in rows:
+            if prefix_cache:
+                out["tflow_over_textmas_tokens_if_textmas_cached_prefixes"] = summaries["tflow"]["processed_tokens"] / (
+                    summaries["textmas"]["processed_tokens"] - prefixes
+                )
+            in_prompt = [
+                message_tokens_in_receiver_prompt(pipe, r.question, r.receiver_prompt_tokens, words[0])
+                for r in rows["textmas"]
+            ]
+            out["textmas_message_tokens_in_receiver_prompt"] = statistics.fmean(in_prompt)
+            out["textmas_messages_reach_receiver_exactly"] = all(
+                n == len(pipe.roles.senders) * message for n in in_prompt)
         # no TFlow query slower than this times Single's median
-        out["slowest_tflow_over_single_median"] = max(modes["tflow"]["seconds"]) / modes["single"]["seconds_median"]
+        out["slowest_tflow_over_single_median"] = (max(summaries["tflow"]["seconds"])
+                                                   / summaries["single"]["seconds_median"])
         block = {
             "config": {
                 "shape": shape.name,
@@ -122,9 +127,9 @@ def shape_workload(shape: ModelShape, tokenizer_dir: str, layers: int | None, de
                 "senders": {"model": sender_bb.name, "layers": sender_bb.num_layers, "hidden": sender_bb.hidden_size,
                             "parameters": sender_bb.num_parameters},
             },
-            "modes": modes,
+            "modes": summaries,
             "ratios": out,
-            "bandwidth": bandwidth(backbone, modes, copy_bw),
+            "bandwidth": bandwidth(backbone, summaries, copy_bw),
         }
         blocks.setdefault((message, answer), []).append(block)
         if on_block is not None:

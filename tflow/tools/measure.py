@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -56,14 +57,15 @@ def _peak_kv(r: RunResult) -> int:
 
 
 def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: GenerationSettings, warmup: int = 2,
-                desc: str = "queries") -> dict[str, list[RunResult]]:
+                desc: str = "queries", modes: Sequence[str] = MODES) -> dict[str, list[RunResult]]:
     """Run every mode on every query, modes interleaved per query (the order rotates from one
     query to the next, so no mode always follows another); the first `warmup` queries are
     run but not counted. A progress bar shows each query and mode as it runs."""
-    rows: dict[str, list[RunResult]] = {m: [] for m in MODES}
+    modes = tuple(modes)
+    rows: dict[str, list[RunResult]] = {m: [] for m in modes}
     bar = tqdm(queries, desc=desc, unit="query")
     for i, (question, contexts) in enumerate(bar):
-        for mode in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
+        for mode in modes[i % len(modes):] + modes[: i % len(modes)]:
             bar.set_postfix_str(f"{'warm-up' if i < warmup else 'counted'}: {mode}")
             pipe.clear_cache()  # TFlow pays its sender pass and generator every query
             res = pipe.run(question, mode, contexts, settings=settings)
@@ -73,24 +75,30 @@ def interleaved(pipe: Pipeline, queries: list[tuple[str, object]], settings: Gen
 
 
 def ratios(modes: dict) -> dict:
-    t, x, s = modes["tflow"], modes["textmas"], modes["single"]
+    """Ratios between the modes measured (single and tflow always; those with TextMAS when it ran)."""
+    t, x, s = modes["tflow"], modes.get("textmas"), modes["single"]
     # Paired per query (same query, same round of modes), then the median: steadier than a ratio of medians.
     paired = [a / b for a, b in zip(t["receiver_s_per_token"], s["receiver_s_per_token"])]
     out = {
-        "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
-        "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
-        "tflow_over_textmas_paper_tokens": t["paper_tokens"] / x["paper_tokens"],
         "tflow_over_single_time": t["seconds_median"] / s["seconds_median"],
         "tflow_over_single_tokens": t["processed_tokens"] / s["processed_tokens"],
         "per_token_overhead": statistics.median(paired) - 1,
         # Same question, same receiver prompt: equal cache after prefill (lengths then grow with the answer).
         "tflow_receiver_prefill_equals_single": t["receiver_prefill_tokens"] == s["receiver_prefill_tokens"],
-        "textmas_over_single_receiver_kv": x["receiver_kv_cache_bytes"] / s["receiver_kv_cache_bytes"],
     }
+    if x is not None:
+        out = {
+            "tflow_over_textmas_time": t["seconds_median"] / x["seconds_median"],
+            "tflow_over_textmas_tokens": t["processed_tokens"] / x["processed_tokens"],
+            "tflow_over_textmas_paper_tokens": t["paper_tokens"] / x["paper_tokens"],
+            **out,
+            "textmas_over_single_receiver_kv": x["receiver_kv_cache_bytes"] / s["receiver_kv_cache_bytes"],
+        }
     if t["receiver_generated_tokens"] == s["receiver_generated_tokens"]:  # fixed lengths: the bounds are exact
         # TFlow's receiver decodes as many tokens as Single from Single's prompt, so Single's time
         # is a floor: no TFlow can go below Single / TextMAS in this run.
-        out["floor_tflow_over_textmas_time"] = s["seconds_median"] / x["seconds_median"]
+        if x is not None:
+            out["floor_tflow_over_textmas_time"] = s["seconds_median"] / x["seconds_median"]
         # Its own limit: one receiver generation + one batched sender prefill + one generator forward.
         limit = s["seconds_median"] + t["stages_median"]["sender_pass"] + t["stages_median"]["generator"]
         out["tflow_over_its_limit"] = t["seconds_median"] / limit
