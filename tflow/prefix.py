@@ -47,14 +47,18 @@ class PrefixCache(LRUCache[tuple[int, ...], KV]):
         distinct = {p: self.fetch(decoder, p) for p in dict.fromkeys(prefixes)}  # each prefix fetched once per batch
         first = {p: prefixes.index(p) for p in distinct}
         computed = [distinct[p][1] and first[p] == i for i, p in enumerate(prefixes)]
-        layers = [
-            tuple(
-                torch.cat([F.pad(distinct[p][0][layer][j], (0, 0, width - len(p), 0)) for p in prefixes])
-                for j in (0, 1)
-            )
-            for layer in range(len(next(iter(distinct.values()))[0]))
-        ]
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=layers[0][0].device)
+        cache = left_padded([distinct[p][0] for p in prefixes], width, getattr(decoder, "config", None))
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=cache.layers[0].keys.device)
         for i, p in enumerate(prefixes):
             mask[i, width - len(p):] = 1
-        return DynamicCache(ddp_cache_data=layers, config=getattr(decoder, "config", None)), mask, computed
+        return cache, mask, computed
+
+
+def left_padded(rows: Sequence[KV], width: int, config: object | None = None) -> DynamicCache:
+    """One cache holding every row's keys and values (per layer (1, kv_heads, n, head_dim), n <= width), each row
+    right-aligned in `width` positions: the layout of left-padded prompts (the padding masked by their mask)."""
+    layers = [
+        tuple(torch.cat([F.pad(kv[layer][j], (0, 0, width - kv[layer][j].shape[2], 0)) for kv in rows]) for j in (0, 1))
+        for layer in range(len(rows[0]))
+    ]
+    return DynamicCache(ddp_cache_data=layers, config=config)

@@ -12,6 +12,7 @@ from conftest import loud_generator
 
 from tflow import Pipeline, apply
 from tflow.agents import Backbone, GenerationSettings, build_prompt, generate
+from tflow.diagnostics import causal
 from tflow.diagnostics.causal import SCALES, Probe, spearman
 from tflow.lora import is_patched
 
@@ -127,12 +128,22 @@ def test_the_default_ablation_is_exact_on_a_small_backbone_only(qwen3, run):
     assert probe.ablation(exact=False).method == "first-order"
 
 
-def test_the_sweeps_answers_are_greedy_decoding_at_each_scale_from_the_start(qwen3):
-    """The sweep decodes a scale only from where its teacher-forced choice leaves the answer: the same answers as
-    decoding every scale from the prompt (fp32: bf16 may break a near-tie either way), also past the answer's end."""
+def test_the_sweeps_answers_are_greedy_decoding_at_each_scale_from_the_start(qwen3, monkeypatch):
+    """The sweep decodes a scale only from where its teacher-forced choice leaves the answer, on the keys and values
+    that pass computed: the same answers as decoding every scale from the prompt (fp32: bf16 may break a near-tie
+    either way), also past the answer's end."""
     probe = Probe.of_result(qwen3, tflow_run(qwen3))
+    resumed = []
+
+    def recording(backbone, prompts, *args, cache=None, **kwargs):
+        resumed.append(None if cache is None else cache.get_seq_length())
+        return generate(backbone, prompts, *args, cache=cache, **kwargs)
+
+    monkeypatch.setattr(causal, "generate", recording)
     for budget in (3, 6, 9):
+        resumed.clear()
         sweep = probe.sweep(max_new_tokens=budget)
+        assert resumed and None not in resumed, "resumed on the teacher-forced pass's cache, no second prefill"
         decoded = []
         for scale in sweep.scales:
             with apply(qwen3.model, probe.scaled([scale]), merge=False):

@@ -29,9 +29,12 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .. import lora
 from ..agents import Backbone, GenerationSettings, Roles, build_prompt, generate
+from ..prefix import left_padded
 from ..results import RunResult
 
 SCALES = tuple(i / 4 for i in range(9))  # 0, 0.25, ..., 2
@@ -129,6 +132,11 @@ def _plain_greedy(backbone: Backbone) -> bool:
                                                          "sequence_bias", "min_new_tokens", "min_length")))
 
 
+def _full_attention(cache: object) -> bool:
+    """A cache of full-attention layers only, every position kept: rows and positions can be cut from it."""
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 def _rows(p: lora.Perturbation, rows: slice | list[int]) -> lora.Perturbation:
     return replace(p, A={k: v[rows] for k, v in p.A.items()}, B={k: v[rows] for k, v in p.B.items()},
                    weights=p.weights[rows])
@@ -190,20 +198,27 @@ class Probe:
     def _ids(self) -> torch.Tensor:
         return torch.tensor([*self.prompt_ids, *self.answer_ids], device=self.backbone.device)[None]
 
-    def _answer_log_softmax(self, ids: torch.Tensor) -> torch.Tensor:
-        """(rows, answer length, vocab) fp32 log-probabilities of the model under the active perturbation."""
-        n = len(self.answer_ids)
-        return F.log_softmax(self.backbone.model(input_ids=ids, logits_to_keep=n + 1).logits[:, :-1].float(), dim=-1)
+    def _answer_log_softmax(self, ids: torch.Tensor, keep_cache: bool = False) -> tuple[torch.Tensor, object]:
+        """(rows, answer length, vocab) fp32 log-probabilities of the model under the active perturbation, and its KV
+        cache of the prompt + answer when asked for (else None)."""
+        out = self.backbone.model(input_ids=ids, logits_to_keep=len(self.answer_ids) + 1, use_cache=keep_cache)
+        return F.log_softmax(out.logits[:, :-1].float(), dim=-1), out.cache if keep_cache else None
 
     @torch.inference_mode()
-    def log_softmax(self, variants: lora.Perturbation) -> torch.Tensor:
-        """(V, answer length, vocab) fp32 log-probabilities of the next token at each answer position."""
-        ids, out = self._ids(), []
+    def _teacher_forced(self, variants: lora.Perturbation, keep_cache: bool) -> tuple[torch.Tensor, object]:
+        """`log_softmax`, and the variants' KV cache when asked for and they fit one forward pass (else None)."""
+        ids, out, cache = self._ids(), [], None
+        keep_cache = keep_cache and variants.batch_size <= self.chunk
         for start in range(0, variants.batch_size, self.chunk):
             part = _rows(variants, slice(start, start + self.chunk))
             with lora.apply(self.backbone.model, part, merge=False):
-                out.append(self._answer_log_softmax(ids.expand(part.batch_size, -1)))
-        return torch.cat(out)
+                logp, cache = self._answer_log_softmax(ids.expand(part.batch_size, -1), keep_cache)
+                out.append(logp)
+        return torch.cat(out), cache
+
+    def log_softmax(self, variants: lora.Perturbation) -> torch.Tensor:
+        """(V, answer length, vocab) fp32 log-probabilities of the next token at each answer position."""
+        return self._teacher_forced(variants, keep_cache=False)[0]
 
     def attribution(self) -> np.ndarray:
         """(layers, modules) first-order Δ log p(answer) of removing each cell, from one forward and one backward pass
@@ -217,7 +232,7 @@ class Probe:
                            for j, k in enumerate(modules)}, weights=p.weights.clone())
         target = torch.tensor(self.answer_ids, device=self.backbone.device)
         with torch.enable_grad(), lora.apply(self.backbone.model, gated, merge=False):
-            logp = self._answer_log_softmax(self._ids())[0].gather(-1, target[:, None]).sum()
+            logp = self._answer_log_softmax(self._ids())[0][0].gather(-1, target[:, None]).sum()
             (grad,) = torch.autograd.grad(logp, gates)  # only the gates' gradient: no weight gradients are formed
         return -grad.double().cpu().numpy()
 
@@ -269,16 +284,18 @@ class Probe:
     def sweep(self, scales: Sequence[float] = SCALES, max_new_tokens: int | None = None) -> Sweep:
         """Teacher-forced log p and greedy decoding (up to `max_new_tokens`, default the answer's length) per scale."""
         variants = self.scaled(scales)
-        logp = self.log_softmax(variants)
+        logp, cache = self._teacher_forced(variants, keep_cache=True)
         target = torch.tensor(self.answer_ids, device=logp.device)
         total = logp.gather(-1, target.expand(logp.shape[0], -1)[..., None])[..., 0].sum(-1)
-        answers = self._greedy(variants, logp.argmax(-1).tolist(), max_new_tokens or len(self.answer_ids))
+        answers = self._greedy(variants, logp.argmax(-1).tolist(), max_new_tokens or len(self.answer_ids), cache)
         return Sweep([float(s) for s in scales], total.double().cpu().tolist(), answers)
 
-    def _greedy(self, variants: lora.Perturbation, chosen: list[list[int]], budget: int) -> list[str]:
+    def _greedy(self, variants: lora.Perturbation, chosen: list[list[int]], budget: int,
+                cache: object = None) -> list[str]:
         """Each variant's greedy answer. `chosen[v][i]`: its argmax after the prompt + the answer's first i tokens
         (the teacher-forced pass), which is where greedy decoding goes as long as it follows the answer; each variant
-        is decoded (batched) only from the first token where it leaves the answer, unless that token ends it."""
+        is decoded (batched) only from the first token where it leaves the answer, unless that token ends it, on
+        the keys and values the teacher-forced pass left in `cache` (its prompt + answer prefix: no prefill)."""
         eos, text = set(self.backbone.eos_token_ids), self.backbone.tokenizer.decode
         known = budget if _plain_greedy(self.backbone) else 0  # the teacher-forced choices that can be trusted
         followed: list[list[int]] = []
@@ -292,9 +309,14 @@ class Probe:
         resume = [v for v, out in enumerate(followed) if not out or (out[-1] not in eos and len(out) < budget)]
         if resume:
             left = max(budget - len(followed[v]) for v in resume)
+            prompts = [self.prompt_ids + followed[v] for v in resume]
+            kv = None
+            if known and _full_attention(cache):  # each row's prompt + the answer tokens it followed, all but the last
+                kv = left_padded([[(layer.keys[v : v + 1, :, : len(p) - 1], layer.values[v : v + 1, :, : len(p) - 1])
+                                   for layer in cache.layers] for v, p in zip(resume, prompts)],
+                                 max(map(len, prompts)) - 1, self.backbone.model.config)
             with lora.apply(self.backbone.model, _rows(variants, resume), merge=False):
-                gens = generate(self.backbone, [self.prompt_ids + followed[v] for v in resume], left,
-                                GenerationSettings(max_new_tokens=left))
+                gens = generate(self.backbone, prompts, left, GenerationSettings(max_new_tokens=left), cache=kv)
             for v, g in zip(resume, gens):
                 followed[v] += g.token_ids[: budget - len(followed[v])]
         return [text(ids, skip_special_tokens=True).strip() for ids in followed]
