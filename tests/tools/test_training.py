@@ -290,6 +290,21 @@ def test_evaluate_writes_the_documented_json_and_csv(model_dir, tmp_path, capsys
     assert all([i["id"] for i in r["items"]] == ["0", "1", "2"] for r in res.values())
     assert all(sum(i["correct"] for i in r["items"]) == round(3 * r["accuracy"]) for r in res.values())
     assert set(report["paired"]) == {f"tflow_vs_{m}" for m in res if m != "tflow"}
+    assert report["dtype"] == "float32" and "dtype_why" not in report
+
+
+def test_evaluate_runs_the_backbone_in_the_dtype_asked_for_and_says_so(model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    evaluate_main(["--task", "relay", "--model", str(model_dir), "--modes", "single", "--limit", "2", "--dtype", "bf16",
+                   "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "bfloat16" and report["results"]["single"]["n"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        evaluate_main(["--task", "relay", "--model", str(model_dir), "--modes", "single", "--limit", "1",
+                       "--dtype", "fp13"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "fp13" in err
 
 
 @pytest.mark.skipif(

@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--static-adapter", default=None,
                    help="default: the shipped static adapter trained on --task for --model, when there is one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default=None,
+                   help="the backbones' dtype: fp32, bf16, fp16 or fastest (a probe on this CPU); default: bf16 on "
+                        "CUDA, fp32 elsewhere. The generator keeps its own")
     p.add_argument("--batch-size", type=int, default=1,
                    help="queries run together (per-sample perturbations; answers equal one by one)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     static = a.static_adapter or (str(found[1]) if found[1] else None)
     if not ({"tflow", "textmas"} & set(modes) or a.shuffle_conditions or a.sender_ablation or a.swap_facts):
         generator = None  # no sender runs: e.g. a specialist answering alone (--model SPECIALIST --modes single)
-    pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device,
+    pipe = Pipeline.from_pretrained(a.model, generator=generator, device=a.device, dtype=a.dtype,
                                     static_adapter=static if "static" in modes else None, sender_model=a.sender_model,
                                     engine=engine)
     ran = protocol.apply(*{id(b): b for b in (pipe.backbone, pipe.sender_backbone)}.values())
@@ -303,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         "generator": generator,
         "static_adapter": static,
         "engine": engine.describe(),
+        "dtype": str(pipe.backbone.dtype).removeprefix("torch."),
+        **({"dtype_why": pipe.backbone.dtype_why} if pipe.backbone.dtype_why else {}),
         "decoding": "greedy" if not protocol.do_sample else f"sampling, {a.samples} sample(s) per query",
         "protocol": ran,
         "dataset_path": a.dataset_path,
