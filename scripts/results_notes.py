@@ -69,7 +69,10 @@ def heldout() -> list[str]:
     rows = [("note (smollm2-note)", "smollm2-note", "smollm2-note-500"),
             ("note-split (smollm2-note-split)", "smollm2-note-split", "smollm2-note-split-500"),
             ("note (smollm2-note-varied: note + note-varied)", None, "smollm2-note-varied-500"),
-            ("note-split (smollm2-note-split-longer: 400 steps more)", None, "smollm2-note-split-longer-500")]
+            ("note-split (smollm2-note-split-longer: 400 steps more)", None, "smollm2-note-split-longer-500"),
+            ("note (smollm2-note-varied-longer: 900 steps more of note + note-varied)", None,
+             "smollm2-note-varied-longer-500"),
+            ("note-split (smollm2-split-varied: note-split + note-varied)", None, "smollm2-split-varied-500")]
     if _report(rows[0][2]) is None:
         return []
     out = ["## The note generators on 500 held-out queries", "",
@@ -85,7 +88,8 @@ def heldout() -> list[str]:
         alone = " / ".join(_pct(r, m) for m in r["results"] if m.startswith("tflow_only_")) or "-"
         out.append(f"| {label} | {_pct(_report(first), 'tflow') if first else '-'} | {_tflow_ci(r)} | "
                    f"{_pct(r, 'single')} | {_pct(r, 'tflow_shuffled')} | {alone} |")
-    for (label, _, lift), (_, _, base) in ((rows[2], rows[0]), (rows[3], rows[1])):
+    for (label, _, lift), (_, _, base) in ((rows[2], rows[0]), (rows[3], rows[1]), (rows[4], rows[0]),
+                                           (rows[5], rows[1])):
         lifted, shipped = _report(lift), _report(base)
         if lifted is not None and shipped is not None:
             out += ["", f"{label.split('(')[1].split(':')[0]} - the shipped generator on the same 500 queries, TFlow "
@@ -136,15 +140,16 @@ def freeform(report: str) -> list[str]:
 
 def freeform_section() -> list[str]:
     """Every free-form report there is, broken down."""
-    names = ("smollm2-note-freeform", "smollm2-note-varied-freeform", "smollm2-note-freeform2",
-             "smollm2-note-varied-freeform2")
+    names = [f"smollm2-note{g}-{kind}" for kind in ("freeform", "freeform2", "freeform3")
+             for g in ("", "-varied", "-varied-longer")]
     lines = [line for name in names for line in freeform(name)]
     if not lines:
         return []
-    for kind in ("freeform", "freeform2"):
-        lifted, shipped = _report(f"smollm2-note-varied-{kind}"), _report(f"smollm2-note-{kind}")
-        if lifted is not None and shipped is not None:
-            lines.append(f"- note-{kind}, smollm2-note-varied - smollm2-note, paired: {_paired(lifted, shipped)}.")
+    for kind in ("freeform", "freeform2", "freeform3"):
+        for g in ("varied", "varied-longer"):
+            lifted, shipped = _report(f"smollm2-note-{g}-{kind}"), _report(f"smollm2-note-{kind}")
+            if lifted is not None and shipped is not None:
+                lines.append(f"- note-{kind}, smollm2-note-{g} - smollm2-note, paired: {_paired(lifted, shipped)}.")
     return ["## Free-form notes by kind of value", "",
             "The note task's pools: 3-digit codes, times h:mm, rooms A1-H40, first names, 2-99 boxes, cities, colours "
             "(tflow/tasks/notes.py). Breakdown by `scripts/results_notes.py` from each report's per-item verdicts. "
