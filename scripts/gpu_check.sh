@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One GPU check (about 6 minutes on one H200; timed parts below), everything it measures under one folder:
+# One GPU check (about 8 minutes on one H200; timed parts below), everything it measures under one folder:
 #   bash scripts/gpu_check.sh [OUT_DIR]          # default: gpu-check/
 # 1. library versions and the device; 2. pytest -m gpu (merged vs low-rank in bf16, the shape
 # benchmark on CUDA, the embedded checkpoints in every mode through Pipeline.from_pretrained on
 # CUDA: the Studio's code path without gradio); 3. 20 generator-training steps at Qwen3-0.6B's
 # shape in bf16, without and with gradient checkpointing (seconds per step, peak memory, the
 # estimate); 4. the shape benchmark at Qwen3-0.6B and Qwen3-4B shapes, M = 256 (M = 1024 blocks were
-# cut by these limits in both recorded runs: run them by hand, `-M 1024`, ~40-50 s per query).
+# cut by these limits in both recorded runs: run them by hand, `-M 1024`, ~40-50 s per query); 5. TFlow over its
+# limit at answer lengths 4, 32 and 128, three runs each (never run yet: no GPU since it was added).
 #
 # It installs nothing from the network. A machine without transformers 5.24 / peft 0.21.2
 # (e.g. one with torch 2.11 + transformers 5.17 and no registry) gets them as wheel files in
@@ -52,4 +53,9 @@ step "bench qwen3-0.6b M=256" 160 python3 -m tflow.tools.bench --workload shape 
   -M 256 --queries 2 --warmup 1 --json "$OUT_DIR/bench-qwen3-0.6b.json"
 step "bench qwen3-4b M=256" 160 python3 -m tflow.tools.bench --workload shape --shape qwen3-4b --device cuda --dtype bf16 \
   -M 256 --queries 2 --warmup 1 --json "$OUT_DIR/bench-qwen3-4b.json"
+# TFlow over its limit by answer length, 3 runs each (min / median / max), and the decoding steps' fraction of a
+# device copy per mode (the JSON's bandwidth.*.decode_fraction_of_copy_bandwidth); TextMAS left out (not needed)
+step "bench qwen3-0.6b R=4,32,128 x3" 150 python3 -m tflow.tools.bench --workload shape --shape qwen3-0.6b --device cuda \
+  --dtype bf16 -M 64 -R 4,32,128 --repeats 3 --modes single,tflow --queries 2 --warmup 1 \
+  --json "$OUT_DIR/bench-qwen3-0.6b-R4-32-128.json"
 echo "gpu check done: $OUT_DIR" | tee -a "$LOG"
