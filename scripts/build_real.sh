@@ -13,7 +13,7 @@
 #          note-freeform note-heldout (the note generators on the free-form notes and on 500 fresh queries each)
 #          note-varied note-varied-evaluate (the note generator fine-tuned with made-up values of every form)
 #          split-longer (the note-split generator fine-tuned 400 steps more, on seed 1's 500 queries)
-#          note-varied-longer split-varied (the next lifts: not run yet; their checkpoints go to runs/)
+#          note-varied-longer split-varied (the next lifts; their checkpoints go to runs/, not shipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -126,6 +126,9 @@ if has note-varied-longer; then
     python -m tflow.tools.evaluate --model $MODEL --task $t --generator $G --modes single,tflow --shuffle-conditions \
       --batch-size 8 --json checkpoints/results/smollm2-note-varied-longer-${t#note-}.json
   done
+  # the shipped note generator on note-freeform3, paired with it by item
+  python -m tflow.tools.evaluate --model $MODEL --task note-freeform3 --modes single,tflow --shuffle-conditions \
+    --batch-size 8 --json checkpoints/results/smollm2-note-freeform3.json
 fi
 
 if has split-varied; then

@@ -130,20 +130,22 @@ def test_the_default_ablation_is_exact_on_a_small_backbone_only(qwen3, run):
 
 def test_the_sweeps_answers_are_greedy_decoding_at_each_scale_from_the_start(qwen3, monkeypatch):
     """The sweep decodes a scale only from where its teacher-forced choice leaves the answer, on the keys and values
-    that pass computed: the same answers as decoding every scale from the prompt (fp32: bf16 may break a near-tie
-    either way), also past the answer's end."""
+    that pass computed, each scale leaving the batch when it ends: the same answers as decoding every scale from the
+    prompt (fp32: bf16 may break a near-tie either way), also past the answer's end."""
     probe = Probe.of_result(qwen3, tflow_run(qwen3))
-    resumed = []
+    batches = []
+    real = Probe._decode
 
-    def recording(backbone, prompts, *args, cache=None, **kwargs):
-        resumed.append(None if cache is None else cache.get_seq_length())
-        return generate(backbone, prompts, *args, cache=cache, **kwargs)
+    def recording(self, variants, rows, prompts, kv, budgets):
+        batches.append(len(rows))
+        return real(self, variants, rows, prompts, kv, budgets)
 
-    monkeypatch.setattr(causal, "generate", recording)
+    monkeypatch.setattr(Probe, "_decode", recording)
+    monkeypatch.setattr(causal, "generate", None)  # no second prefill: HF's generate is not called
     for budget in (3, 6, 9):
-        resumed.clear()
+        batches.clear()
         sweep = probe.sweep(max_new_tokens=budget)
-        assert resumed and None not in resumed, "resumed on the teacher-forced pass's cache, no second prefill"
+        assert batches, "some scale leaves the answer"
         decoded = []
         for scale in sweep.scales:
             with apply(qwen3.model, probe.scaled([scale]), merge=False):

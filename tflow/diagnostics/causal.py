@@ -307,19 +307,56 @@ class Probe:
                     break
             followed.append(out)
         resume = [v for v, out in enumerate(followed) if not out or (out[-1] not in eos and len(out) < budget)]
-        if resume:
-            left = max(budget - len(followed[v]) for v in resume)
-            prompts = [self.prompt_ids + followed[v] for v in resume]
-            kv = None
-            if known and _full_attention(cache):  # each row's prompt + the answer tokens it followed, all but the last
-                kv = left_padded([[(layer.keys[v : v + 1, :, : len(p) - 1], layer.values[v : v + 1, :, : len(p) - 1])
-                                   for layer in cache.layers] for v, p in zip(resume, prompts)],
-                                 max(map(len, prompts)) - 1, self.backbone.model.config)
+        if not resume:
+            return [text(ids, skip_special_tokens=True).strip() for ids in followed]
+        prompts = [self.prompt_ids + followed[v] for v in resume]
+        budgets = [budget - len(followed[v]) for v in resume]
+        if known and _full_attention(cache):  # each row's prompt + the answer tokens it followed, all but the last
+            kv = left_padded([[(layer.keys[v : v + 1, :, : len(p) - 1], layer.values[v : v + 1, :, : len(p) - 1])
+                               for layer in cache.layers] for v, p in zip(resume, prompts)],
+                             max(map(len, prompts)) - 1, self.backbone.model.config)
+            new = self._decode(variants, resume, prompts, kv, budgets)
+        else:  # the model's generation settings shape its logits: its own generate applies them
             with lora.apply(self.backbone.model, _rows(variants, resume), merge=False):
-                gens = generate(self.backbone, prompts, left, GenerationSettings(max_new_tokens=left), cache=kv)
-            for v, g in zip(resume, gens):
-                followed[v] += g.token_ids[: budget - len(followed[v])]
+                gens = generate(self.backbone, prompts, max(budgets), GenerationSettings(max_new_tokens=max(budgets)))
+            new = [g.token_ids[:n] for g, n in zip(gens, budgets)]
+        for v, ids in zip(resume, new):
+            followed[v] += ids
         return [text(ids, skip_special_tokens=True).strip() for ids in followed]
+
+    @torch.inference_mode()
+    def _decode(self, variants: lora.Perturbation, rows: list[int], prompts: list[list[int]], kv: DynamicCache,
+                budgets: list[int]) -> list[list[int]]:
+        """Greedy tokens after each prompt (`kv`: every prompt but its last token, left-padded), each row leaving the
+        batch as soon as it ends or reaches its budget. By hand because HF's generate keeps finished rows in the
+        batch to the end: a sweep's scales that answer in a few tokens would decode as long as one that rambles."""
+        model, eos, dev = self.backbone.model, set(self.backbone.eos_token_ids), self.backbone.device
+        width = kv.get_seq_length()
+        mask = torch.zeros(len(prompts), width + 1, dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):
+            mask[i, width + 1 - len(p):] = 1
+        last = torch.tensor([[p[-1]] for p in prompts], device=dev)
+        pos = torch.tensor([[len(p) - 1] for p in prompts], device=dev)
+        out: list[list[int]] = [[] for _ in prompts]
+        live = list(range(len(prompts)))
+        while live:
+            with lora.apply(model, _rows(variants, [rows[i] for i in live]), merge=False):
+                while True:  # until a row leaves: the perturbation's rows change with the batch's
+                    logits = model(input_ids=last, attention_mask=mask, position_ids=pos, cache=kv,
+                                   logits_to_keep=1).logits
+                    chosen = logits[:, -1].argmax(-1)
+                    for j, i in enumerate(live):
+                        out[i].append(int(chosen[j]))
+                    keep = [j for j, i in enumerate(live) if out[i][-1] not in eos and len(out[i]) < budgets[i]]
+                    last, pos, mask = chosen[:, None], pos + 1, F.pad(mask, (0, 1), value=1)
+                    if len(keep) < len(live):
+                        break
+            if keep:
+                index = torch.tensor(keep, device=dev)
+                kv.batch_select_indices(index)
+                last, pos, mask = last[index], pos[index], mask[index]
+            live = [live[j] for j in keep]
+        return out
 
     def token_kl(self) -> TokenKL:
         logp = self.log_softmax(self.scaled([1.0, 0.0]))  # perturbed, plain
