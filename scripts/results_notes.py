@@ -76,8 +76,8 @@ def heldout() -> list[str]:
     if _report(rows[0][2]) is None:
         return []
     out = ["## The note generators on 500 held-out queries", "",
-           "`bash scripts/build_real.sh note-heldout note-varied-evaluate`: seed 1's 500 test queries (held-out values "
-           "and phrasings), beside the tables' 200 of seed 0.", "",
+           "`bash scripts/build_real.sh note-heldout note-varied-evaluate note-varied-longer`: seed 1's 500 test "
+           "queries (held-out values and phrasings), beside the tables' 200 of seed 0.", "",
            "| task (generator) | TFlow % (200, seed 0) | TFlow % [95%] (500, seed 1) | Single % | shuffled % "
            "| each sender alone % |",
            "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -155,7 +155,8 @@ def freeform_section() -> list[str]:
             "(tflow/tasks/notes.py). Breakdown by `scripts/results_notes.py` from each report's per-item verdicts. "
             "note-freeform's breakdown was looked at before note-varied was written; note-freeform2 was written then "
             "and first run once, after smollm2-note-varied had trained (its figures are that recipe's clean "
-            "estimate).", "",
+            "estimate); note-freeform3 likewise for smollm2-note-varied-longer (900 steps more of the same mixture, "
+            "`runs/note-varied-longer`, not shipped), with the shipped generator run beside it.", "",
             *lines, ""]
 
 
