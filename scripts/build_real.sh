@@ -14,6 +14,7 @@
 #          note-varied note-varied-evaluate (the note generator fine-tuned with made-up values of every form)
 #          split-longer (the note-split generator fine-tuned 400 steps more, on seed 1's 500 queries)
 #          note-varied-longer split-varied (the next lifts; their checkpoints go to runs/, not shipped)
+#          bf16 (the note and kb-words@4 tables in bf16 beside fp32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -139,6 +140,14 @@ if has split-varied; then
     --batch-size 8 --steps 600 --lr 5e-4 --warmup 20 "${GENERATOR[@]}" --eval-every 100 --eval-size 32 --out $G
   python -m tflow.tools.evaluate --model $MODEL --task note-split --generator $G --modes tflow --limit 500 --seed 1 \
     --shuffle-conditions --sender-ablation --batch-size 16 --json checkpoints/results/smollm2-split-varied-500.json
+fi
+
+if has bf16; then
+  # the accuracy tables in bf16 beside fp32's (same queries, same generators): what `--dtype fastest` may choose
+  python -m tflow.tools.evaluate --model $MODEL --task note --modes single,tflow --limit 500 --seed 1 --batch-size 16 \
+    --dtype bf16 --json checkpoints/results/smollm2-note-500-bf16.json
+  python -m tflow.tools.evaluate --model $MODEL --task kb-words@4 --generator checkpoints/generators/smollm2-kbw4-readout \
+    --modes single,tflow --limit 300 --seed 0 --batch-size 8 --dtype bf16 --json checkpoints/results/smollm2-kbw4-readout-bf16.json
 fi
 
 if has bench; then

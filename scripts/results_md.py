@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from results_notes import freeform_section, heldout, kb2_readout, readout, words6  # noqa: E402  (this script's folder)
+from results_notes import bf16, freeform_section, heldout, kb2_readout, readout, words6  # noqa: E402  (this script's folder)
 from results_shared import candidates, instance_step, replay, shared  # noqa: E402
 
 from tflow.checkpoints import GENERATOR_CONFIG, GENERATOR_WEIGHTS, TRAINING_RECORD  # noqa: E402
@@ -352,7 +352,7 @@ def main() -> None:
             *replication(),
             *real_model(), *kb_words(), *humaneval(), *candidates(), ""]
     out += shared() + instance_step() + replay()
-    out += readout() + words6() + kb2_readout() + heldout() + freeform_section()
+    out += readout() + words6() + kb2_readout() + heldout() + freeform_section() + bf16()
     out += provenance()
     (CKPT / "RESULTS.md").write_text("\n".join(out) + "\n")
 

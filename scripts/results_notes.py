@@ -206,3 +206,25 @@ def words6() -> list[str]:
                    + " | ".join(_pct(r, m) for m in MODES[1:]) + f" | {_pct(_report(alone), 'single')} | "
                    f"{_pct(_report(name + '-train'), 'tflow')} |")
     return [*out, ""]
+
+
+def bf16() -> list[str]:
+    """The accuracy tables in bf16 beside fp32 (the same queries, the same generators): what the CPU dtype probe may
+    choose costs this much."""
+    pairs = [("note, 500 held-out (seed 1)", "smollm2-note-500"),
+             ("kb-words@4 group B, 300 (read-out generator)", "smollm2-kbw4-readout")]
+    rows = [(label, _report(name), _report(f"{name}-bf16")) for label, name in pairs]
+    rows = [(label, fp32, half) for label, fp32, half in rows if fp32 is not None and half is not None]
+    if not rows:
+        return []
+    out = ["## The real model in bf16 beside fp32", "",
+           "The same commands with `--dtype bf16` (the backbone and the specialist in bf16, the generator in fp32), "
+           "`bash scripts/build_real.sh bf16`.", "",
+           "| task | TFlow % fp32 | TFlow % [95%] bf16 | bf16 - fp32, paired: points [95%] | McNemar p "
+           "| discordant (bf16 / fp32 right) | Single % fp32 / bf16 |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, fp32, half in rows:
+        out.append(f"| {label} | {_pct(fp32, 'tflow')} | {_tflow_ci(half)} | {_paired(half, fp32)} | "
+                   f"{_pct(fp32, 'single')} / {_pct(half, 'single')} |")
+    return [*out, ""]
+

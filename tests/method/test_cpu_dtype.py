@@ -46,3 +46,10 @@ def test_fastest_loads_the_measured_dtype_and_says_why(monkeypatch):
     assert fast.dtype == torch.bfloat16 and fast.dtype_why.startswith("bf16: ") and "2.00x" in fast.dtype_why
     plain = load_backbone(str(ROOT / "checkpoints" / "tiny-qwen3"), "cpu")
     assert plain.dtype == torch.float32 and plain.dtype_why == ""
+
+
+def test_the_studio_command_takes_the_probes_dtype_unless_told(monkeypatch):
+    from tflow.studio.cli import parse_args
+
+    assert parse_args(["--model", "tiny"]).dtype == "fastest"
+    assert parse_args(["--model", "tiny", "--dtype", "fp32"]).dtype == "fp32"

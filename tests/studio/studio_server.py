@@ -93,7 +93,9 @@ def studio(
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--model", model, "--checkpoints", checkpoints, "--device", "cpu",
-             "--host", "127.0.0.1", "--port", str(port), *(extra_args or ())],
+             "--host", "127.0.0.1", "--port", str(port),
+             # fp32 unless a test asks: the app's default (a probe of this CPU) would make the answers machine-dependent
+             *(() if "--dtype" in (extra_args or ()) else ("--dtype", "fp32")), *(extra_args or ())],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     running = Studio(f"http://127.0.0.1:{port}/", model, checkpoints, process, log)
