@@ -393,6 +393,7 @@ class Generated:
     stop_reason: str  # "eos" | "length" | "stopped" | "timeout"
     kv_cache_bytes: int
     first_token_s: float = 0.0  # seconds from `started` (default: the call) to the first token: the prefill
+    merged: bool | None = None  # decoded on merged weight copies (True) or the low-rank path; None: no perturbation
 
 
 class _CallbackStreamer(BaseStreamer):

@@ -427,6 +427,21 @@ def _probe(model: nn.Module, spec: TargetSpec, rank: int) -> Perturbation:
                         torch.ones(1, 1, device=w.device), 1.0, ("probe",))
 
 
+def will_merge(model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto",
+               steps: int | None = None) -> bool:
+    """What `apply(model, perturbation, merge, steps)` decides: merged weight copies (True) or the low-rank path."""
+    if merge != "auto":
+        return bool(merge)
+    return should_merge(model, perturbation) and (
+        steps is None
+        or merge_cost.measure(
+            model,
+            perturbation.stacked_rank,
+            lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged),
+        ).merge_pays(steps)
+    )
+
+
 @contextlib.contextmanager
 def apply(
     model: nn.Module, perturbation: Perturbation, merge: bool | str = "auto", steps: int | None = None
@@ -438,15 +453,7 @@ def apply(
     to decode), when the merge costs less than those steps on the low-rank path; otherwise the
     low-rank per-sample path is used.
     """
-    if merge == "auto":
-        merge = should_merge(model, perturbation) and (
-            steps is None
-            or merge_cost.measure(
-                model,
-                perturbation.stacked_rank,
-                lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged),
-            ).merge_pays(steps)
-        )
+    merge = will_merge(model, perturbation, merge, steps)
     if _ACTIVE.get() is not None:
         raise RuntimeError("a perturbation is already active in this context; nesting is not supported")
     if merge:

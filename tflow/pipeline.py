@@ -325,6 +325,7 @@ class _Job:
                           kv_cache_bytes=g.kv_cache_bytes, stop_reason=g.stop_reason,
                           receiver_prompt_tokens=g.prompt_tokens, batch_size=self.n, answer_ids=g.token_ids,
                           receiver_first_token_s=g.first_token_s, engine=self.pipe.engine.name,
+                          receiver_merged=g.merged,
                           **{k: v[i] for k, v in per_query.items()})
             )
         return results

@@ -75,6 +75,7 @@ class RunResult:
     )  # the receiver's generated token ids (with the end token, if it ended)
     receiver_first_token_s: float = 0.0  # of the receiver stage: applying the perturbation + prefill (the batch's)
     engine: str = "hf"  # what generated the text (tflow.engines)
+    receiver_merged: bool | None = None  # the receiver decoded on merged weights (None: no perturbation, or vLLM)
 
     @property
     def paper_tokens(self) -> int:

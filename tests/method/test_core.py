@@ -104,6 +104,7 @@ def test_a_single_inference_query_decodes_with_merged_weights_when_the_merge_pay
     Pipeline(qwen3, gen).run_batch([QUESTION, "What is the pin?"], mode="tflow", max_new_tokens=2)
     assert used == [True, False, False]  # one query: merged; forced low rank; a batch: per-sample low rank
     assert merged.answer == lowrank.answer
+    assert (merged.receiver_merged, lowrank.receiver_merged) == (True, False)  # the run says which path decoded
 
 
 def test_a_short_answer_stays_low_rank_when_merging_costs_more_than_its_steps(qwen3, monkeypatch):

@@ -281,6 +281,9 @@ def test_single_and_tflow_alone_measure_tflow_over_its_limit_without_running_tex
           "--threads", "1", "--json", str(out)])
     report = json.loads(out.read_text())
     assert list(report["shape"]["modes"]) == ["single", "tflow"]
+    # how many counted TFlow queries decoded on merged weights (Single applies nothing)
+    assert report["shape"]["modes"]["single"]["merged_queries"] == 0
+    assert 0 <= report["shape"]["modes"]["tflow"]["merged_queries"] <= 1
     ratios = report["ratios"]
     assert ratios["tflow_over_its_limit"] > 0 and ratios["tflow_over_single_time"] > 0
     assert not any("textmas" in k for k in ratios)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import torch
 
@@ -31,9 +32,13 @@ class HFEngine:
                     row.append(t)
                 on_text([tok.decode(r, skip_special_tokens=True) for r in ids])
 
-        applied = (lora.apply(backbone.model, job.perturbation, self.merge, job.steps) if job.perturbation is not None
-                   else contextlib.nullcontext())
+        merged = None
+        applied = contextlib.nullcontext()
+        if job.perturbation is not None:
+            merged = lora.will_merge(backbone.model, job.perturbation, self.merge, job.steps)
+            applied = lora.apply(backbone.model, job.perturbation, merged)
         with applied:
-            return generate(
+            gens = generate(
                 backbone, job.prompts, job.max_new_tokens, job.settings, streamer, job.should_stop, started=job.started
             )
+        return [replace(g, merged=merged) for g in gens]

@@ -31,6 +31,7 @@ def summarise(rows: list[RunResult]) -> dict:
         "generated_tokens": statistics.fmean(r.usage.generated_tokens for r in rows),
         "receiver_generated_tokens": statistics.fmean(r.usage.by_agent[_receiver(r)].generated_tokens for r in rows),
         "seconds_median": statistics.median(secs),
+        "merged_queries": sum(bool(r.receiver_merged) for r in rows),  # decoded on merged weights (hf engine)
         "seconds_p90": percentile(secs, 0.9),
         "seconds": secs,  # per query, in run order
         "receiver_kv_cache_bytes": statistics.fmean(r.kv_cache_bytes for r in rows),
