@@ -19,7 +19,6 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -443,10 +442,9 @@ class _StopWhen(StoppingCriteria):
 @torch.no_grad()
 def generate(backbone: Backbone, prompts: Sequence[Sequence[int]], max_new_tokens: int, settings: GenerationSettings,
              on_token: Callable[[int, torch.Tensor], None] | None = None, should_stop: Callable[[], bool] | None = None,
-             started: float | None = None, cache: DynamicCache | None = None) -> list[Generated]:
+             started: float | None = None) -> list[Generated]:
     """Batched (left-padded) generation with per-sequence accounting. started: the perf_counter the
-    first-token time counts from (a caller's stage that began before, e.g. with a merge). cache: the keys and values
-    of every prompt but its last token, already computed, left-padded as the prompts are (`prefix.left_padded`)."""
+    first-token time counts from (a caller's stage that began before, e.g. with a merge)."""
     started = time.perf_counter() if started is None else started
     tok = backbone.tokenizer
     ids, mask = _pad(prompts, tok.pad_token_id, left=True, device=backbone.device)
@@ -465,7 +463,6 @@ def generate(backbone: Backbone, prompts: Sequence[Sequence[int]], max_new_token
         generation_config=config,
         streamer=_CallbackStreamer(on_token) if on_token else None,
         stopping_criteria=StoppingCriteriaList([stop]),
-        **({"cache": cache} if cache is not None else {}),
         logits_processor=LogitsProcessorList(
             [_AllowOnly(settings.allowed_tokens, backbone.model.config.vocab_size, backbone.device)]
             if settings.allowed_tokens
