@@ -256,12 +256,16 @@ def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
         "error: no shipped generator for tiny was trained on kb@9: choose among relay, split, arith, kb")
 
 
-def test_answer_lengths_and_repeats_give_tflow_over_its_limit_min_median_max(tmp_path, capsys):
+def _one_layer_shape_report(tmp_path: Path, *argv: str) -> dict:
+    """The JSON report of the shape workload on one layer of the embedded model, M = 3, one counted query."""
     out = tmp_path / "bench.json"
     main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "3",
-          "-R", "2,5", "--repeats", "2", "--question-tokens", "8", "--queries", "1", "--warmup", "1",
-          "--threads", "1", "--json", str(out)])
-    report = json.loads(out.read_text())
+          *argv, "--question-tokens", "8", "--queries", "1", "--warmup", "1", "--threads", "1", "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+def test_answer_lengths_and_repeats_give_tflow_over_its_limit_min_median_max(tmp_path, capsys):
+    report = _one_layer_shape_report(tmp_path, "-R", "2,5", "--repeats", "2")
     limits = report["tflow_over_its_limit"]
     assert list(limits) == ["M=3,R=2", "M=3,R=5"]
     for v in limits.values():
@@ -275,11 +279,7 @@ def test_answer_lengths_and_repeats_give_tflow_over_its_limit_min_median_max(tmp
 
 
 def test_single_and_tflow_alone_measure_tflow_over_its_limit_without_running_textmas(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    main(["--workload", "shape", "--model", str(ROOT / "checkpoints" / "tiny-qwen3"), "--layers", "1", "-M", "3",
-          "-R", "2", "--modes", "tflow,single", "--question-tokens", "8", "--queries", "1", "--warmup", "1",
-          "--threads", "1", "--json", str(out)])
-    report = json.loads(out.read_text())
+    report = _one_layer_shape_report(tmp_path, "-R", "2", "--modes", "tflow,single")
     assert list(report["shape"]["modes"]) == ["single", "tflow"]
     # how many counted TFlow queries decoded on merged weights (Single applies nothing)
     assert report["shape"]["modes"]["single"]["merged_queries"] == 0
