@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", default=None,
                    help="the backbones' dtype: fp32, bf16, fp16 or fastest (a probe on this CPU); default: bf16 on "
-                        "CUDA, fp32 elsewhere. The generator keeps its own")
+                        "CUDA, fp16 on MPS, fp32 on CPU. The generator keeps its own")
     p.add_argument("--batch-size", type=int, default=1,
                    help="queries run together (per-sample perturbations; answers equal one by one)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
