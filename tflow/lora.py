@@ -136,14 +136,19 @@ class Perturbation:
         keep[:, list(senders)] = 1.0
         return replace(self, weights=self.weights * keep)
 
-    def stacked_layers(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def stacked_layers(self, name: str, transposed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Every layer's (A_cat (batch, layers, S*r, in), B_cat (batch, layers, out, S*r)) of one module,
-        with w_i * alpha/r folded into B: a few ops per module name instead of a few per linear."""
+        with w_i * alpha/r folded into B: a few ops per module name instead of a few per linear.
+        transposed: (A_cat^T (batch, layers, in, S*r), B_cat^T (batch, layers, S*r, out)) instead, contiguous
+        (the layout of x A^T B^T, written in one copy each)."""
         a = self.A[name]  # (b, S, L, r, in)
         b = self.B[name] * (self.weights[:, :, None, None, None] * self.scaling).to(
             self.B[name].dtype
         )  # (b, S, L, out, r)
         bsz, s, n, r, fan_in = a.shape
+        if transposed:
+            return (a.permute(0, 2, 4, 1, 3).reshape(bsz, n, fan_in, s * r).contiguous(),
+                    b.permute(0, 2, 1, 4, 3).reshape(bsz, n, s * r, b.shape[3]).contiguous())
         return (a.permute(0, 2, 1, 3, 4).reshape(bsz, n, s * r, fan_in),
                 b.permute(0, 2, 3, 1, 4).reshape(bsz, n, b.shape[3], s * r))
 
@@ -276,19 +281,20 @@ class _Active:
         for name, mods in by_name.items():
             w = mods[0].weight
             # factors may live elsewhere (a static adapter read on the CPU, an fp32 generator)
-            a, b = (t.to(w.device, w.dtype) for t in p.stacked_layers(name))
-            if shared:  # (copies: with transposed views a 36-token prefill on SmolLM2 took 12 ms more)
-                a, b = a[0].transpose(-1, -2).contiguous(), b[0].transpose(-1, -2).contiguous()
+            # shared: contiguous transposed factors (transposed views cost a 36-token prefill on SmolLM2 12 ms)
+            a, b = (t.to(w.device, w.dtype) for t in p.stacked_layers(name, transposed=shared))
+            if shared:
+                a, b = a[0], b[0]
             factors[name] = (a, b)
-            for layer, mod in enumerate(mods):
-                if merge:
+            if merge:
+                for mod, a_l, b_l in zip(mods, a[0].unbind(), b[0].unbind()):
                     # one fused pass: W + B A without materialising B A on its own
-                    merged = torch.addmm(mod.weight, b[0, layer], a[0, layer], out=_POOL.take(mod.weight))
-                    self.ops[mod] = ("merged", merged, None)
-                elif shared:
-                    self.ops[mod] = ("shared", a[layer], b[layer])
-                else:
-                    self.ops[mod] = ("lowrank", a[:, layer], b[:, layer])
+                    self.ops[mod] = ("merged", torch.addmm(mod.weight, b_l, a_l, out=_POOL.take(mod.weight)), None)
+            elif shared:  # (unbind: one op for every layer's view; indexing layer by layer was 420 ops)
+                self.ops.update((mod, ("shared", a_l, b_l)) for mod, a_l, b_l in zip(mods, a.unbind(), b.unbind()))
+            else:
+                self.ops.update((mod, ("lowrank", a_l, b_l))
+                                for mod, a_l, b_l in zip(mods, a.unbind(1), b.unbind(1)))
         if not shared:
             return
         for group in _same_input_groups(list(by_name)):
@@ -296,10 +302,11 @@ class _Active:
             edges = [0]
             for name in group:
                 edges.append(edges[-1] + factors[name][0].shape[-1])
-            for layer in range(p.spec.num_layers):
-                product = _SharedProduct(a_cat[layer])
+            b_layers = {name: factors[name][1].unbind() for name in group}
+            for layer, a_l in enumerate(a_cat.unbind()):
+                product = _SharedProduct(a_l)
                 for name, lo, hi in zip(group, edges, edges[1:]):
-                    self.ops[by_name[name][layer]] = ("same-input", product, lo, hi, factors[name][1][layer])
+                    self.ops[by_name[name][layer]] = ("same-input", product, lo, hi, b_layers[name][layer])
 
 
 _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("tflow_active_perturbation", default=None)
@@ -321,7 +328,8 @@ def _patched_forward(module: nn.Linear, original):
         if kind == "same-input":
             _, product, lo, hi, b_t = op
             y = original(x)
-            return torch.addmm(y.reshape(-1, y.shape[-1]), product(x)[:, lo:hi], b_t).view(y.shape)
+            y.view(-1, y.shape[-1]).addmm_(product(x)[:, lo:hi], b_t)  # in place, as merge_cost.add_low_rank
+            return y
         if kind == "shared":
             return merge_cost.add_low_rank(original(x), x, op[1], op[2])
         # per-sample factors: (b, t, in) @ (b, in, R) @ (b, R, out)
@@ -337,9 +345,12 @@ def _install(model: nn.Module, spec: TargetSpec) -> None:
             entry[0] += 1
             return
         saved = {}
-        for _, _, mod in spec.linears(model):
-            saved[mod] = mod.__dict__.get("forward", _MISSING)
-            mod.forward = _patched_forward(mod, mod.forward)
+        for mods in _modules_by_name(model, spec).values():
+            for mod in mods:
+                saved[mod] = mod.__dict__.get("forward", _MISSING)
+                # a plain instance attribute: nn.Module.__setattr__'s checks for parameters and submodules
+                # were a fifth of a request's setup on SmolLM2 (210 linears)
+                object.__setattr__(mod, "forward", _patched_forward(mod, mod.forward))
         _INSTALLED[id(model)] = [1, saved]
 
 
@@ -351,9 +362,9 @@ def _uninstall(model: nn.Module) -> None:
             return
         for mod, original in entry[1].items():
             if original is _MISSING:
-                del mod.forward
+                del mod.__dict__["forward"]
             else:
-                mod.forward = original
+                object.__setattr__(mod, "forward", original)
         del _INSTALLED[id(model)]
 
 
@@ -416,9 +427,9 @@ def checkpoint_context() -> tuple[contextlib.AbstractContextManager, contextlib.
     return contextlib.nullcontext(), _activated(_ACTIVE.get())
 
 
-def _probe(model: nn.Module, spec: TargetSpec, rank: int) -> Perturbation:
+def random_perturbation(model: nn.Module, spec: TargetSpec, rank: int) -> Perturbation:
     """A random perturbation of one sample and stacked rank `rank`, on the model's device and dtype
-    (what `merge_cost` times)."""
+    (what `merge_cost` times, and what scripts/decode_profile.py decodes with)."""
     w = next(model.parameters())
     like = {"device": w.device, "dtype": w.dtype}
     n = spec.num_layers
@@ -432,12 +443,11 @@ def will_merge(model: nn.Module, perturbation: Perturbation, merge: bool | str =
     """What `apply(model, perturbation, merge, steps)` decides: merged weight copies (True) or the low-rank path."""
     if merge != "auto":
         return bool(merge)
+    rank = perturbation.stacked_rank
     return should_merge(model, perturbation) and (
         steps is None
         or merge_cost.measure(
-            model,
-            perturbation.stacked_rank,
-            lambda merged: apply(model, _probe(model, perturbation.spec, perturbation.stacked_rank), merged),
+            model, rank, lambda merged: apply(model, random_perturbation(model, perturbation.spec, rank), merged)
         ).merge_pays(steps)
     )
 

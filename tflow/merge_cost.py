@@ -10,6 +10,7 @@ on the model's own forward (a few of its one-token steps).
 """
 from __future__ import annotations
 
+import statistics
 import time
 import weakref
 from collections.abc import Callable
@@ -33,30 +34,39 @@ class MergeCosts:
 
 
 def add_low_rank(y: torch.Tensor, x: torch.Tensor, a_t: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """y + (x A^T) B^T for factors shared by every row of x (a_t: (in, R), b_t: (R, out)), as two 2-D
-    GEMMs with the add fused into the second: a third of the broadcasting batched form's overhead on
-    a 2-core CPU at SmolLM2's widths (13 vs 37 us per linear per decoding step). The low-rank path's op
-    (`lora`) and what `measure` times."""
-    return torch.addmm(y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1]) @ a_t, b_t).view(y.shape)
+    """y += (x A^T) B^T for factors shared by every row of x (a_t: (in, R), b_t: (R, out)), as two 2-D
+    GEMMs with the add fused into the second, in place: y is the linear's fresh output, which its backward
+    does not read (an out-of-place addmm first copies y, one more op per linear per step). A third of the
+    broadcasting batched form's overhead on a 2-core CPU at SmolLM2's widths (13 vs 37 us per linear per
+    decoding step). The low-rank path's op (`lora`) and what `measure` times."""
+    y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]) @ a_t, b_t)
+    return y
 
 
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[int, MergeCosts]] = weakref.WeakKeyDictionary()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """One timed call (the device synchronised before and after)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def fastest_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """The fastest of `repeats` timed calls (after one untimed call): the steady-state cost."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(seconds(fn, device) for _ in range(repeats))
+
+
+ROUNDS = 7  # paired plain / low-rank steps the low-rank cost is the median difference of
 
 
 @torch.no_grad()
@@ -64,10 +74,12 @@ def measure(model: nn.Module, rank: int, applied: Callable[[bool], AbstractConte
     """Both costs for perturbations of stacked rank `rank` on `model` (measured once, then cached).
 
     `applied(merge)` applies a perturbation of that rank merged or low rank, as a request does. The
-    low-rank step is the difference of one-token forwards of the whole model without and with it:
-    timing the op alone missed the patched forwards' own overhead (SmolLM2 on 2 CPU cores: 7.8 ms
-    per step from the op, 14 ms in the model), and the merge is timed as a request pays it (its
-    factors stacked, the copies written into pooled buffers, the patches installed)."""
+    low-rank step is the median difference of one-token forwards of the whole model without and with it, in
+    `ROUNDS` back-to-back pairs after a warm-up of each: timing the op alone missed the patched forwards' own
+    overhead (SmolLM2 on 2 CPU cores: 7.8 ms per step from the op, 14 ms in the model), and the fastest of 3 of
+    each, timed one after the other, read SmolLM2's 3.4 ms as 15 ms in a fresh process (the merge then chosen for
+    4-token answers, at 65 ms each). The merge is timed as a request pays it (its factors stacked, the copies
+    written into pooled buffers, the patches installed)."""
     per_model = _MEASURED.setdefault(model, {})
     if rank in per_model:
         return per_model[rank]
@@ -81,10 +93,14 @@ def measure(model: nn.Module, rank: int, applied: Callable[[bool], AbstractConte
         with applied(True):
             pass
 
-    plain = fastest_seconds(step, device, 3)
-    with applied(False):
-        lowrank = fastest_seconds(step, device, 3)
+    extra = []
+    for i in range(ROUNDS + 1):
+        plain = seconds(step, device)
+        with applied(False):
+            lowrank = seconds(step, device)
+        if i:  # the first pair warms both up
+            extra.append(lowrank - plain)
     # a noisy machine can time the low-rank step below the plain one: never call it free
-    costs = MergeCosts(fastest_seconds(merge, device, 2), max(lowrank - plain, 1e-6))
+    costs = MergeCosts(fastest_seconds(merge, device, 2), max(statistics.median(extra), 1e-6))
     per_model[rank] = costs
     return costs

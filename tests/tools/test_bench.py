@@ -3,6 +3,9 @@ lengths; performance itself is read from the benchmark's output, never asserted 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,7 +230,7 @@ def test_the_tasks_workload_knows_every_task_a_generator_was_trained_on_for_its_
     assert catalog.tasks_for("smollm2-135m-instruct", tmp_path) == []
 
 
-def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
+def test_the_tasks_workload_runs_only_the_tasks_and_modes_asked_for(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(
         [
@@ -235,6 +238,8 @@ def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
             "tasks",
             "--tasks",
             "kb",
+            "--modes",
+            "single,tflow",
             "--queries",
             "1",
             "--warmup",
@@ -249,7 +254,8 @@ def test_the_tasks_workload_runs_only_the_tasks_asked_for(tmp_path, capsys):
     assert (
         list(block) == ["kb"] and block["kb"]["config"]["senders"] == "checkpoints/tiny-qwen3-kb"
     )  # the one it records
-    capsys.readouterr()
+    assert list(block["kb"]["modes"]) == ["single", "tflow"] and not any("textmas" in k for k in block["kb"]["ratios"])
+    assert "textmas" not in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["--workload", "tasks", "--tasks", "kb,kb@9"])
     assert e.value.code == 2 and capsys.readouterr().err.strip() == (
@@ -300,3 +306,13 @@ def test_modes_without_what_the_report_needs_are_one_line_and_exit_2(argv, says,
         main(["--workload", "shape", *argv])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
+def test_the_tools_ask_torch_for_huge_pages_before_it_loads_unless_the_user_said_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if given is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = given
+    code = "import os, sys, tflow.tools; print(os.environ.get('THP_MEM_ALLOC_ENABLE'), 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.stdout.split() == [expected, "False"]  # set while torch is not loaded yet: its allocator reads it once

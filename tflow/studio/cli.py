@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..allocator import prefer_huge_pages
 from ..engines import add_engine_arguments
 
 AUTH_ENV = "TFLOW_STUDIO_AUTH"
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     for (key,
          value) in OFFLINE_ENV.items():  # before anything imports huggingface_hub or gradio: they read these at import
         os.environ.setdefault(key, value)
+    prefer_huge_pages()  # and before torch loads
     from .registry import StudioConfig
     from .server import launch
 

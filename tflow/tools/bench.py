@@ -43,6 +43,7 @@ import transformers
 
 from .. import tasks
 from ..agents import GenerationSettings, load_backbone, resolve_device
+from ..allocator import HUGE_PAGES_ENV
 from ..engines import ENGINES
 from ..errors import user_errors
 from ..pipeline import Pipeline, load_generator_for
@@ -55,12 +56,12 @@ from .shapes import SHAPES, ModelShape, get_shape
 
 def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
                    warmup: int = 2, sender_model: str | None = None, message_cap: int | None = None,
-                   only: Sequence[str] | None = None) -> Iterator[tuple[str, dict]]:
+                   only: Sequence[str] | None = None, modes: Sequence[str] = MODES) -> Iterator[tuple[str, dict]]:
     """(task, block) for each task with a shipped generator for `model`, yielded as soon as it is measured.
     A generator that records another senders' backbone (kb's specialist) runs with it (or with `sender_model`).
     message_cap: the most tokens a TextMAS sender may write (default: the task's evaluation budget); the senders
     stop where they choose below it. only: these tasks (default: every task a shipped generator for `model` was
-    trained on)."""
+    trained on). modes: those run (single and tflow at least)."""
     trained = catalog.tasks_for(model)
     missing = [t for t in only or () if t not in trained]
     if missing:
@@ -79,9 +80,8 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
         answer, message = tasks.budgets(task)
         settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message_cap or message)
-        modes = {
-            m: summarise(r) for m, r in interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task).items()
-        }
+        rows = interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task, modes=modes)
+        summaries = {m: summarise(r) for m, r in rows.items()}
         yield (
             task,
             {
@@ -89,9 +89,9 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
                            "device": str(backbone.device), "dtype": str(backbone.dtype), "generator": str(gen_dir),
                            "senders": senders.name, "answer_tokens": answer,
                            "message_cap": settings.sender_max_new_tokens},
-                "modes": modes,
-                "ratios": ratios(modes),
-                "bandwidth": bandwidth(backbone, modes, copy_bw),
+                "modes": summaries,
+                "ratios": ratios(summaries),
+                "bandwidth": bandwidth(backbone, summaries, copy_bw),
                 "throughput": batch_throughput(pipe, qs, settings),
             },
         )
@@ -126,7 +126,7 @@ def _host(threads: int) -> dict:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "transformers": transformers.__version__}
+            "transformers": transformers.__version__, "huge_pages": os.environ.get(HUGE_PAGES_ENV) == "1"}
 
 
 def _lengths(text: str) -> list[int]:
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="shape workload: blocks per (M, R), reported with TFlow over its limit min / median / max")
     p.add_argument("--modes", type=_names, default=list(MODES),
-                   help="shape workload: a comma list of the modes run, single and tflow at least (default: all three;"
-                        " single,tflow measures TFlow over its limit in about half the time)")
+                   help="shape and tasks workloads: a comma list of the modes run, single and tflow at least (default:"
+                        " all three; single,tflow measures TFlow over its limit in about half the time)")
     p.add_argument("--question-tokens", type=int, default=64, help="shape workload: tokens of every question")
     p.add_argument("--queries", type=int, default=6, help="counted queries per block")
     p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         report["tasks"] = {}
         for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge,
                                           prefix_cache=not a.no_prefix_cache, warmup=a.warmup,
-                                          sender_model=a.sender_model, message_cap=a.message_cap, only=a.tasks):
+                                          sender_model=a.sender_model, message_cap=a.message_cap, only=a.tasks,
+                                          modes=[m for m in MODES if m in a.modes]):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
             _print_bandwidth(block["bandwidth"])
