@@ -452,7 +452,10 @@ def generate(backbone: Backbone, prompts: Sequence[Sequence[int]], max_new_token
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=settings.do_sample,
                               temperature=settings.temperature if settings.do_sample else None,
                               top_p=settings.top_p if settings.do_sample else None, top_k=None,
-                              pad_token_id=tok.pad_token_id, eos_token_id=None if settings.ignore_eos else eos)
+                              pad_token_id=tok.pad_token_id, eos_token_id=eos,
+                              # ignore_eos: the end token is never chosen (generate fills an eos_token_id of None
+                              # from the model's defaults and stops a row at it: fixed lengths were not fixed)
+                              min_new_tokens=max_new_tokens if settings.ignore_eos else None)
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     deadline = time.monotonic() + settings.timeout_s if settings.timeout_s else None

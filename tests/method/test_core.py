@@ -5,6 +5,7 @@ import hashlib
 import threading
 import weakref
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,15 @@ from conftest import loud_generator
 from torch import nn
 
 from tflow import GeneratorConfig, ParameterGenerator, Pipeline, Roles, apply, infer_targets, lora, merge_cost
-from tflow.agents import EXECUTOR, build_prompt, load_backbone, sender_prompts, sender_states
+from tflow.agents import (
+    EXECUTOR,
+    GenerationSettings,
+    build_prompt,
+    generate,
+    load_backbone,
+    sender_prompts,
+    sender_states,
+)
 from tflow.generators import GeneratorMismatchError, load_generator
 
 QUESTION = "What is the code plus 5?"
@@ -130,7 +139,7 @@ def test_the_merge_cost_model_is_measured_once_per_model_and_rank(qwen3, monkeyp
     def applied(rank):
         def ctx(merged):
             calls.append((rank, merged))
-            return lora.apply(qwen3.model, lora._probe(qwen3.model, pert.spec, rank), merged)
+            return lora.apply(qwen3.model, lora.random_perturbation(qwen3.model, pert.spec, rank), merged)
         return ctx
 
     first = merge_cost.measure(qwen3.model, pert.stacked_rank, applied(pert.stacked_rank))
@@ -373,3 +382,13 @@ def test_the_prompt_condition_reads_the_message_and_the_answer_header_after_it(q
     assert all(n >= len(p.input_ids) - p.prefix_len for n, p in zip(processed, prompts))
     with pytest.raises(ValueError, match="condition must be one of question, message, prompt"):
         ParameterGenerator(GeneratorConfig(condition="answer"), infer_targets(qwen3.model), qwen3.name)
+
+
+def test_ignore_eos_decodes_the_whole_budget_where_the_model_would_have_ended():
+    tiny = load_backbone(str(Path(__file__).resolve().parents[2] / "checkpoints" / "tiny-qwen3"), "cpu")
+    prompt = build_prompt(tiny, Roles().receiver, "What is 2 + 3?").input_ids
+    natural = generate(tiny, [prompt], 12, GenerationSettings(max_new_tokens=12))[0]
+    fixed = generate(tiny, [prompt], 12, GenerationSettings(max_new_tokens=12, ignore_eos=True))[0]
+    assert natural.stop_reason == "eos" and natural.generated_tokens < 12  # the embedded model ends this answer early
+    assert fixed.stop_reason == "length" and fixed.generated_tokens == 12  # fixed-length benchmarks rely on it
+    assert fixed.token_ids[: natural.generated_tokens - 1] == natural.token_ids[:-1]  # the same answer up to its end

@@ -230,7 +230,7 @@ def test_the_tasks_workload_knows_every_task_a_generator_was_trained_on_for_its_
     assert catalog.tasks_for("smollm2-135m-instruct", tmp_path) == []
 
 
-def test_the_tasks_workload_runs_only_the_tasks_and_modes_asked_for(tmp_path, capsys):
+def test_the_tasks_workload_runs_only_the_tasks_and_modes_asked_for_at_a_fixed_answer_length(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(
         [
@@ -240,6 +240,8 @@ def test_the_tasks_workload_runs_only_the_tasks_and_modes_asked_for(tmp_path, ca
             "kb",
             "--modes",
             "single,tflow",
+            "--task-answer-tokens",
+            "2",
             "--queries",
             "1",
             "--warmup",
@@ -255,6 +257,9 @@ def test_the_tasks_workload_runs_only_the_tasks_and_modes_asked_for(tmp_path, ca
         list(block) == ["kb"] and block["kb"]["config"]["senders"] == "checkpoints/tiny-qwen3-kb"
     )  # the one it records
     assert list(block["kb"]["modes"]) == ["single", "tflow"] and not any("textmas" in k for k in block["kb"]["ratios"])
+    # both modes decode exactly 2 tokens (EOS ignored): TFlow over its limit is exact, not estimated
+    assert [block["kb"]["modes"][m]["receiver_generated_tokens"] for m in ("single", "tflow")] == [2, 2]
+    assert block["kb"]["ratios"]["tflow_over_its_limit"] > 0 and block["kb"]["config"]["fixed_answer"]
     assert "textmas" not in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["--workload", "tasks", "--tasks", "kb,kb@9"])

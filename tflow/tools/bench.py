@@ -56,12 +56,14 @@ from .shapes import SHAPES, ModelShape, get_shape
 
 def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "auto", prefix_cache: bool = True,
                    warmup: int = 2, sender_model: str | None = None, message_cap: int | None = None,
-                   only: Sequence[str] | None = None, modes: Sequence[str] = MODES) -> Iterator[tuple[str, dict]]:
+                   only: Sequence[str] | None = None, modes: Sequence[str] = MODES,
+                   fixed_answer: int | None = None) -> Iterator[tuple[str, dict]]:
     """(task, block) for each task with a shipped generator for `model`, yielded as soon as it is measured.
     A generator that records another senders' backbone (kb's specialist) runs with it (or with `sender_model`).
     message_cap: the most tokens a TextMAS sender may write (default: the task's evaluation budget); the senders
     stop where they choose below it. only: these tasks (default: every task a shipped generator for `model` was
-    trained on). modes: those run (single and tflow at least)."""
+    trained on). modes: those run (single and tflow at least). fixed_answer: every answer exactly this many tokens
+    (EOS ignored), so that TFlow over its limit is exact rather than estimated at TFlow's answer length."""
     trained = catalog.tasks_for(model)
     missing = [t for t in only or () if t not in trained]
     if missing:
@@ -79,7 +81,8 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
         pipe = Pipeline(backbone, gen, merge=merge, sender_backbone=senders)
         qs = [(e.question, e.contexts) for e in tasks.examples(task, "test", max(queries + warmup, 16), seed=0)]
         answer, message = tasks.budgets(task)
-        settings = GenerationSettings(max_new_tokens=answer, sender_max_new_tokens=message_cap or message)
+        settings = GenerationSettings(max_new_tokens=fixed_answer or answer,
+                                      sender_max_new_tokens=message_cap or message, ignore_eos=fixed_answer is not None)
         rows = interleaved(pipe, qs[: queries + warmup], settings, warmup, desc=task, modes=modes)
         summaries = {m: summarise(r) for m, r in rows.items()}
         yield (
@@ -87,7 +90,8 @@ def tasks_workload(model: str, queries: int, device: str, merge: bool | str = "a
             {
                 "config": {"model": backbone.name, "parameters": backbone.num_parameters, "layers": backbone.num_layers,
                            "device": str(backbone.device), "dtype": str(backbone.dtype), "generator": str(gen_dir),
-                           "senders": senders.name, "answer_tokens": answer,
+                           "senders": senders.name, "answer_tokens": fixed_answer or answer,
+                           "fixed_answer": fixed_answer is not None,
                            "message_cap": settings.sender_max_new_tokens},
                 "modes": summaries,
                 "ratios": ratios(summaries),
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="shape and tasks workloads: a comma list of the modes run, single and tflow at least (default:"
                         " all three; single,tflow measures TFlow over its limit in about half the time)")
     p.add_argument("--question-tokens", type=int, default=64, help="shape workload: tokens of every question")
+    p.add_argument("--task-answer-tokens", type=int, default=None,
+                   help="tasks workload: every answer exactly N tokens, EOS ignored (TFlow over its limit exact, not"
+                        " estimated at TFlow's answer length; TextMAS's messages then run to their cap)")
     p.add_argument("--queries", type=int, default=6, help="counted queries per block")
     p.add_argument("--warmup", type=int, default=2, help="queries run first and not counted")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
@@ -254,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
         "--json", default=None, help="written after every measured block, so an interrupted run keeps its numbers"
     )
     a = p.parse_args(argv)
-    if a.queries < 1 or a.warmup < 0 or a.question_tokens < 1 or a.threads < 1 or a.repeats < 1:
-        raise ValueError("--queries, --question-tokens, --threads and --repeats must be positive and --warmup >= 0")
+    if a.queries < 1 or a.warmup < 0 or a.question_tokens < 1 or a.threads < 1 or a.repeats < 1 or (
+            a.task_answer_tokens is not None and a.task_answer_tokens < 1):
+        raise ValueError("--queries, --question-tokens, --task-answer-tokens, --threads and --repeats must be positive"
+                         " and --warmup >= 0")
     if not {"single", "tflow"} <= set(a.modes) <= set(MODES):
         raise ValueError(f"--modes must name single and tflow, and may add textmas; got {','.join(a.modes)}")
     if "textmas" not in a.modes and len(a.message_tokens) > 1:
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         for task, block in tasks_workload(a.model, a.queries * 3, a.device, merge=merge,
                                           prefix_cache=not a.no_prefix_cache, warmup=a.warmup,
                                           sender_model=a.sender_model, message_cap=a.message_cap, only=a.tasks,
-                                          modes=[m for m in MODES if m in a.modes]):
+                                          modes=[m for m in MODES if m in a.modes], fixed_answer=a.task_answer_tokens):
             report["tasks"][task] = block
             _print(f"tasks: {task}", block)
             _print_bandwidth(block["bandwidth"])
