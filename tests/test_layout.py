@@ -10,8 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Units of tflow/ (a root module or a subpackage), bottom to top: each imports only the units before it.
-UNITS = ("errors", "lru", "checkpoints", "scoring", "tasks", "merge_cost", "cpu_dtype", "lora", "prefix", "sources",
-         "agents", "peft_io", "generators", "engines", "results", "pipeline", "diagnostics", "tools", "studio")
+UNITS = ("errors", "allocator", "lru", "checkpoints", "scoring", "tasks", "merge_cost", "cpu_dtype", "lora", "prefix",
+         "sources", "agents", "peft_io", "generators", "engines", "results", "pipeline", "diagnostics", "tools",
+         "studio")
 
 
 def modules() -> dict[str, Path]:
