@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from tflow.allocator import HUGE_PAGES_ENV, prefer_huge_pages  # noqa: E402
+from tflow.allocator import huge_pages, prefer_huge_pages  # noqa: E402
 
 prefer_huge_pages()  # as the tools do, before torch loads (THP_MEM_ALLOC_ENABLE=0 measures without)
 
@@ -37,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from tflow import lora  # noqa: E402
 from tflow.agents import GenerationSettings, Roles, build_prompt, generate, load_backbone  # noqa: E402
 from tflow.errors import user_errors  # noqa: E402
+from tflow.merge_cost import seconds  # noqa: E402
 from tflow.tools.measure import copy_bandwidth, weight_bytes_per_token  # noqa: E402
 from tflow.tools.shapes import get_shape, shape_backbone  # noqa: E402
 
@@ -56,11 +57,9 @@ def applier(backbone, path: str, rank: int) -> Callable[[], contextlib.AbstractC
     return lambda: lora.apply(backbone.model, p, merge=path == "merged")
 
 
-def seconds(backbone, prompt: list[int], tokens: int) -> float:
+def generation_seconds(backbone, prompt: list[int], tokens: int) -> float:
     settings = GenerationSettings(max_new_tokens=tokens, ignore_eos=True)
-    t0 = time.perf_counter()
-    generate(backbone, [prompt], tokens, settings)
-    return time.perf_counter() - t0
+    return seconds(lambda: generate(backbone, [prompt], tokens, settings), backbone.device)
 
 
 def breakdown(backbone, prompt: list[int], tokens: int, top: int) -> dict:
@@ -121,10 +120,10 @@ def main() -> None:
     for _ in range(a.repeats):  # rounds: every path once per round, the fastest of the rounds kept
         for path in paths:
             with appliers[path]():
-                one[path] = min(one[path], seconds(backbone, prompt, 1))
-                many[path] = min(many[path], seconds(backbone, prompt, a.tokens))
+                one[path] = min(one[path], generation_seconds(backbone, prompt, 1))
+                many[path] = min(many[path], generation_seconds(backbone, prompt, a.tokens))
     report = {"model": backbone.name, "dtype": str(backbone.dtype), "threads": a.threads,
-              "huge_pages": os.environ.get(HUGE_PAGES_ENV) == "1", "prompt_tokens": len(prompt),
+              "huge_pages": huge_pages(), "prompt_tokens": len(prompt),
               "tokens": a.tokens, "bytes_per_token": weights + kv, "copy_bytes_per_s": copy, "paths": {}}
     print(f"{backbone.name} ({backbone.dtype}, {a.threads} threads), {(weights + kv) / 1e6:.1f} MB read per token"
           + (f", a large copy {copy / 1e9:.1f} GB/s" if copy else ""))

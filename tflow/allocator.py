@@ -10,13 +10,16 @@ docs/perf.md). Nothing here imports torch.
 from __future__ import annotations
 
 import os
-import sys
 
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 
 
-def prefer_huge_pages() -> bool:
-    """Ask torch's CPU allocator for huge pages unless the environment already says (the user's choice stands).
-    True when the setting can still take effect: torch not loaded yet."""
+def prefer_huge_pages() -> None:
+    """Ask torch's CPU allocator for huge pages unless the environment already says (the user's choice stands); it
+    takes effect only when called before torch loads."""
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
-    return "torch" not in sys.modules
+
+
+def huge_pages() -> bool:
+    """Whether this process asked torch's allocator for huge pages (what a benchmark's report records)."""
+    return os.environ.get(HUGE_PAGES_ENV) == "1"

@@ -43,7 +43,7 @@ import transformers
 
 from .. import tasks
 from ..agents import GenerationSettings, load_backbone, resolve_device
-from ..allocator import HUGE_PAGES_ENV
+from ..allocator import huge_pages
 from ..engines import ENGINES
 from ..errors import user_errors
 from ..pipeline import Pipeline, load_generator_for
@@ -130,7 +130,7 @@ def _host(threads: int) -> dict:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "transformers": transformers.__version__, "huge_pages": os.environ.get(HUGE_PAGES_ENV) == "1"}
+            "transformers": transformers.__version__, "huge_pages": huge_pages()}
 
 
 def _lengths(text: str) -> list[int]:
